@@ -1,0 +1,106 @@
+"""Where a model's architecture comes from: a local folder, the bundled catalog, or a bare size.
+
+`--model` accepts a folder holding a Hugging Face `config.json`, a catalog id
+(`meta-llama/Llama-3.1-8B`) or one of its aliases (`llama-3.1-8b`), case-insensitive.
+Unknown names get the closest catalog names in the error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from .architecture import Architecture, from_config, from_param_count
+from .errors import ConfigError, InvalidValueError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """An architecture plus where it came from (shown in every estimate)."""
+
+    arch: Architecture
+    model_id: str
+    source: str
+    published_params_b: float | None = None
+    params_uncertainty: float = 0.0  # relative; non-zero only for shapes assumed from --params
+
+
+@cache
+def _catalog() -> dict:
+    text = resources.files("ftplan.sizing").joinpath("data/models.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@cache
+def _index() -> dict[str, dict]:
+    index: dict[str, dict] = {}
+    for entry in _catalog()["models"]:
+        index[entry["id"].lower()] = entry
+        index[entry["id"].split("/")[-1].lower()] = entry
+        for alias in entry["aliases"]:
+            index[alias.lower()] = entry
+    return index
+
+
+def catalog_entries() -> list[dict]:
+    return list(_catalog()["models"])
+
+
+def parse_size(text: str | float | int) -> float:
+    """'7B', '1.5b', '350M', '7e9', 7000000000 -> parameter count."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBtT]?)\s*", str(text))
+        if not m:
+            raise InvalidValueError(
+                f"--params '{text}' is not a size; write it like 7B, 1.5B, 350M or 7e9."
+            )
+        scale = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
+        value = float(m.group(1)) * scale
+    if not 1e8 <= value <= 2e12:
+        raise InvalidValueError(
+            f"--params {value:,.0f} is outside 100M..2T parameters; check the unit (B = billions)."
+        )
+    return value
+
+
+def resolve_model(model: str | None, params: str | float | None = None) -> ModelSource:
+    """Turn `--model` / `--params` into an architecture with its provenance."""
+    if model:
+        path = Path(model).expanduser()
+        if path.is_dir() or path.name == "config.json":
+            return _from_folder(path)
+        entry = _index().get(model.lower())
+        if entry is None:
+            close = difflib.get_close_matches(model.lower(), list(_index()), n=4, cutoff=0.5)
+            hint = f" Closest catalog names: {', '.join(close)}." if close else ""
+            raise UnknownModelError(
+                f"--model '{model}' is neither a folder with a config.json nor a model in ftplan's "
+                f"catalog.{hint} Pass a local folder holding the model's config.json, run "
+                "`ftplan models` to list the catalog, or give --params (e.g. --params 7B)."
+            )
+        arch = from_config(entry["config"], entry["id"])
+        return ModelSource(arch, entry["id"], entry["source"], entry.get("published_params_b"))
+    if params is not None:
+        count = parse_size(params)
+        arch = from_param_count(count)
+        return ModelSource(arch, arch.name, "--params (Llama-shaped architecture assumed)", count / 1e9, 0.25)
+    raise InvalidValueError("Give --model (a catalog name or a folder with config.json) or --params 7B.")
+
+
+def _from_folder(path: Path) -> ModelSource:
+    cfg_path = path if path.name == "config.json" else path / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{path}: no config.json in this folder; point --model at a model folder.")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: cannot be read as JSON ({exc}); fix or re-download the file.") from None
+    name = cfg.get("_name_or_path") or cfg_path.parent.name
+    return ModelSource(from_config(cfg, str(name)), str(name), str(cfg_path))
