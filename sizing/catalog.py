@@ -76,7 +76,7 @@ def resolve_model(model: str | None, params: str | float | None = None) -> Model
         path = Path(model).expanduser()
         if path.is_dir() or path.name == "config.json":
             return _from_folder(path)
-        entry = _index().get(model.lower())
+        entry = _index().get(model.lower()) or _index().get(model.lower().split("/")[-1])
         if entry is None:
             close = difflib.get_close_matches(model.lower(), list(_index()), n=4, cutoff=0.5)
             hint = f" Closest catalog names: {', '.join(close)}." if close else ""

@@ -1,0 +1,36 @@
+"""Estimator constants fitted on ../shared/calibration/published-measurements.json.
+
+Each constant is one number for every model, GPU and framework, found by `bench/fit_constants.py`
+(a grid search over all expressible rows); `bench/calibration.py` prints
+the errors over all expressible rows, and README "Accuracy" records the figures. Change a
+constant only with that benchmark run before and after.
+"""
+
+# Saved activations beyond the tensors modelled one by one (rotary tables, masks, contiguous
+# copies, dropout masks, autograd bookkeeping): a multiplier on the modelled bytes.
+ACTIVATION_OVERHEAD = 1.4
+
+# Caching-allocator slack: reserved / allocated at the peak (fragmentation, rounding to blocks).
+ALLOCATOR_OVERHEAD = 0.03
+
+# CUDA context, cuBLAS/cuDNN workspaces and kernels resident on the device (bytes).
+CUDA_CONTEXT_BYTES = int(0.3 * 2**30)
+
+# Bytes per token per vocabulary entry held at the loss:
+#  standard: 16-bit logits + fp32 upcast + fp32 log-softmax + fp32 gradient during backward
+#  chunked: 16-bit logits and their 16-bit gradient, fp32 only one chunk at a time
+LOGITS_BYTES_STANDARD_EXTRA = 14  # on top of the 16-bit logits themselves
+LOGITS_BYTES_CHUNKED_FACTOR = 2  # x the activation dtype
+LOGITS_BYTES_FUSED_BLOCK_TOKENS = 1024  # tokens per block of a fused linear+cross-entropy
+
+# Model FLOPs utilisation (fraction of dense BF16 peak) reached by a well-fed training step.
+# MFU = MFU_PEAK * tokens / (tokens + MFU_HALF_TOKENS) * width / (width + MFU_HALF_WIDTH),
+# lowered for adapters (small, unfused matmuls) and for consumer cards.
+MFU_PEAK = 0.7
+MFU_HALF_TOKENS = 0  # the fit found no micro-batch dependence in the data (all rows >= 1k tokens)
+MFU_HALF_WIDTH = 128
+MFU_ADAPTER_FACTOR = 1.0
+MFU_TIER = {"datacenter": 1.0, "inference": 0.8, "workstation": 0.9, "consumer": 0.9}
+
+# Fraction of inter-GPU communication hidden behind compute (FSDP prefetch, DDP bucketing).
+COMM_OVERLAP = 0.6

@@ -1,0 +1,251 @@
+"""Peak GPU memory of one training step, by component, per GPU.
+
+Every term is counted from the architecture (tensor shapes) and the setup (dtypes, sharding);
+the few empirical constants live in `constants.py` and are fitted across all published
+measurements. Components are what a user can act on: weights (quantise), adapter and
+optimizer (rank, 8-bit), activations (checkpointing, micro-batch), logits (chunked loss),
+sharding (more GPUs).
+
+The peak modelled is the start of the backward pass of a step after the first: weights,
+gradients and optimizer states all live, every saved activation still held, the loss's
+logits materialised. `allocated` is what `torch.cuda.max_memory_allocated` reports;
+`per_gpu` adds allocator slack and the CUDA context, i.e. what must fit on the card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import constants as C
+from .architecture import Architecture, Linear
+from .errors import InvalidValueError
+from .setup import TrainingSetup
+
+GENERIC_TARGETS = {"q", "k", "v", "o", "gate", "up", "down"}
+TARGET_ALIASES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate",
+                  "up_proj": "up", "down_proj": "down", "query": "q", "key": "k", "value": "v"}
+
+
+def targeted_linears(arch: Architecture, targets: str) -> list[Linear]:
+    """Which linears of a layer get LoRA, for PEFT-style target strings."""
+    spec = targets.strip().lower()
+    if spec in ("all-linear", "all_linear", "all"):
+        return list(arch.linears)
+    if spec in ("attention", "attn"):
+        return [lin for lin in arch.linears if lin.block == "attention"]
+    if spec == "mlp":
+        return [lin for lin in arch.linears if lin.block == "mlp" and "router" not in lin.generic]
+    wanted = {t.strip() for t in spec.split(",") if t.strip()}
+    chosen, matched = [], set()
+    for lin in arch.linears:
+        own = {lin.name.lower(), lin.name.lower().split(".")[-1]}
+        roles = set(lin.generic)
+        hit = {w for w in wanted if w in own or TARGET_ALIASES.get(w, w) in roles}
+        if hit:
+            chosen.append(lin)
+            matched |= hit
+    unknown = wanted - matched
+    if unknown or not chosen:
+        names = sorted({lin.name for lin in arch.linears})
+        raise InvalidValueError(
+            f"--lora-targets: {', '.join(sorted(unknown or wanted))} matches no linear layer of "
+            f"{arch.name}. Use all-linear, attention, mlp, generic names q,k,v,o,gate,up,down, or the "
+            f"model's own module names: {', '.join(names)}."
+        )
+    return chosen
+
+
+@dataclass
+class MemoryEstimate:
+    components: dict[str, int]
+    allocated: int  # what torch.cuda.max_memory_allocated would report at the peak
+    per_gpu: int  # allocated + allocator slack + CUDA context: what must fit on the card
+    trainable_params: int
+    notes: list[str] = field(default_factory=list)
+    offloaded: dict[str, int] = field(default_factory=dict)  # held in CPU / unified memory
+
+
+def _bytes(dtype: str) -> int:
+    return 4 if dtype in ("fp32", "mixed") else 2
+
+
+def adapter_params(arch: Architecture, setup: TrainingSetup) -> int:
+    if not setup.is_adapter:
+        return arch.total_params - arch.extra_params
+    r = setup.lora_rank
+    per_layer = 0
+    for lin in targeted_linears(arch, setup.lora_targets):
+        per_layer += lin.count * r * (lin.in_features + lin.out_features)
+        if setup.adapter == "dora":
+            per_layer += lin.count * lin.out_features  # magnitude vector
+    return arch.layers * per_layer
+
+
+def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -> float:
+    """Bytes one token leaves saved for backward in one decoder layer (no checkpointing)."""
+    b = 4 if setup.precision == "fp32" else 2
+    h, heads, kv, d = arch.hidden, arch.heads, arch.kv_heads, arch.head_dim
+    full = not setup.is_adapter
+    targeted = {lin.name for lin in targeted_linears(arch, setup.lora_targets)} if not full else None
+
+    def trains(lin: Linear) -> bool:
+        # bitsandbytes' 4-bit matmul saves its input for every quantised linear, targeted or not
+        return full or setup.adapter == "qlora" or lin.name in targeted
+
+    total = 0.0
+    # Norms upcast to fp32 and keep that copy; a trainable norm weight also keeps its input.
+    total += arch.norms_per_layer * (4 * h + (b * h if full else 0))
+
+    inputs_saved: set[str] = set()
+    for lin in arch.linears:
+        if not trains(lin):
+            continue
+        key = lin.shares_input_with or lin.name
+        if key in inputs_saved:
+            continue
+        inputs_saved.add(key)
+        # MoE experts see only their routed tokens: `active * count` copies per token.
+        total += b * lin.in_features * lin.active * lin.count
+        if setup.adapter == "dora":
+            total += 2 * b * lin.out_features * lin.active * lin.count  # base output + LoRA output
+
+    # Attention core. flash-attn keeps K/V at their GQA width; SDPA paths repeat K/V to all heads.
+    kv_width = kv * d if setup.attention == "flash" else heads * d
+    total += b * (2 * heads * d + 2 * kv_width) + 4 * heads
+    if setup.attention == "eager":
+        # fp32 softmax output + 16-bit probabilities for the value matmul, per query token
+        total += (4 + b) * heads * setup.seq_len
+
+    # MLP nonlinearity: the activation keeps its input; the gate*up product keeps both factors.
+    for lin in arch.linears:
+        if lin.block != "mlp" or "router" in lin.generic:
+            continue
+        width = lin.out_features * lin.active * lin.count
+        if "gate" in lin.generic and "up" in lin.generic:  # fused gate_up (Phi-3, ChatGLM)
+            total += b * width + b * width / 2
+        elif "gate" in lin.generic:
+            total += b * width + b * width  # act input, act output kept for the product
+        elif "up" in lin.generic:
+            total += b * width  # gated: product factor; plain MLP: the activation's input
+    return total * C.ACTIVATION_OVERHEAD
+
+
+def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
+    setup.validate()
+    notes: list[str] = []
+    comp: dict[str, int] = {}
+    offloaded: dict[str, int] = {}
+    n = setup.gpus
+    dist = setup.effective_distributed
+    shard_params = dist in ("fsdp", "zero3")
+    shard_states = dist in ("fsdp", "zero3", "zero2")
+    b_param = _bytes(setup.precision)
+    b_act = 4 if setup.precision == "fp32" else 2
+
+    # ---- weights ------------------------------------------------------------------------
+    frozen_other = arch.total_params - arch.linear_params
+    if setup.adapter == "qlora":
+        per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if setup.double_quant else 4 / 64)
+        weights = arch.linear_params * per_param + frozen_other * 2
+        notes.append(
+            "QLoRA: decoder linears in NF4 (0.5 B/param + quantisation constants); embeddings, "
+            "norms and lm_head stay 16-bit"
+        )
+    else:
+        weights = arch.total_params * b_param
+        if setup.precision == "mixed":
+            # autocast keeps 16-bit copies of the weights it cast for the backward pass
+            weights += arch.linear_params * 2
+    trainable = adapter_params(arch, setup)
+    b_train = _bytes(setup.adapter_dtype) if setup.is_adapter else b_param
+    if setup.precision == "fp32":
+        b_train = 4
+
+    gathered = 0
+    if shard_params and n > 1:
+        # FSDP/ZeRO-3 shard weights; each GPU gathers one layer at a time (plus one prefetched).
+        weights = weights / n
+        gathered = 2 * arch.layer_params * (b_param if setup.adapter != "qlora" else 0.53)
+    if setup.cpu_offload and shard_params:
+        offloaded["weights"] = int(weights)
+        weights = 0
+    comp["weights"] = int(weights)
+    if setup.is_adapter:
+        comp["adapter"] = int(trainable * b_train / (n if shard_params else 1))
+
+    # ---- gradients ----------------------------------------------------------------------
+    grads = trainable * b_train
+    if setup.optimizer_in_backward:
+        grads = 2 * arch.largest_linear * b_train if not setup.is_adapter else grads
+    elif shard_states and n > 1:
+        grads = grads / n + (arch.layer_params * b_train if not setup.is_adapter else 0)
+    if dist == "ddp" and not setup.optimizer_in_backward:
+        grads *= 2  # DDP's bucket buffers hold a second copy of the gradients
+    if setup.cpu_offload and shard_states:
+        offloaded["gradients"] = int(grads)
+        grads = 0
+    comp["gradients"] = int(grads)
+
+    # ---- optimizer states -----------------------------------------------------------------
+    per_param = {
+        "adamw": 2 * b_train, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0,
+        "paged_adamw_32bit": 8.0, "sgd": 0.0,
+    }[setup.optimizer]
+    opt = trainable * per_param / (n if shard_states else 1)
+    if setup.optimizer.startswith("paged") or (setup.cpu_offload and shard_states):
+        offloaded["optimizer"] = int(opt)
+        notes.append("optimizer states paged/offloaded: held in CPU or unified memory, not counted on the GPU")
+        opt = 0
+    comp["optimizer"] = int(opt)
+    if setup.precision == "mixed" and setup.adapter != "qlora":
+        notes.append("mixed precision: fp32 weights with 16-bit autocast copies")
+
+    # ---- activations --------------------------------------------------------------------
+    tokens = setup.tokens_per_micro_batch
+    per_layer = activation_bytes_per_token_layer(arch, setup) * tokens
+    layer_input = b_act * arch.hidden * tokens
+    if setup.gradient_checkpointing:
+        kept = arch.layers * layer_input
+        if setup.activation_offload:
+            kept = 2 * layer_input
+        acts = kept + per_layer  # one layer recomputed at a time
+    elif setup.activation_offload:
+        acts = 2 * per_layer
+    else:
+        acts = arch.layers * per_layer
+    acts += 4 * arch.hidden * tokens  # final norm
+    comp["activations"] = int(acts)
+
+    # ---- logits and loss ----------------------------------------------------------------
+    if setup.loss == "fused":
+        # fused linear+cross-entropy (Unsloth/Cut Cross Entropy, Liger): logits exist one block at a time
+        comp["logits"] = int(C.LOGITS_BYTES_FUSED_BLOCK_TOKENS * 4 * arch.vocab * 2)
+    else:
+        if setup.loss == "chunked":
+            per_vocab = C.LOGITS_BYTES_CHUNKED_FACTOR * b_act
+        else:
+            per_vocab = b_act + C.LOGITS_BYTES_STANDARD_EXTRA
+        comp["logits"] = int(per_vocab * arch.vocab * tokens)
+
+    # ---- transient buffers ----------------------------------------------------------------
+    transient = 0
+    if setup.adapter == "qlora":
+        transient += 2 * 2 * max(lin.in_features * lin.out_features for lin in arch.linears)
+    if setup.adapter == "dora":
+        biggest = max(lin.in_features * lin.out_features for lin in targeted_linears(arch, setup.lora_targets))
+        transient += 4 * biggest  # W + s*BA materialised for the column norm
+    transient += int(gathered)
+    comp["buffers"] = int(transient)
+
+    allocated = sum(comp.values())
+    slack = int(allocated * C.ALLOCATOR_OVERHEAD)
+    comp["allocator_overhead"] = slack
+    comp["cuda_context"] = C.CUDA_CONTEXT_BYTES
+    return MemoryEstimate(
+        components=comp,
+        allocated=allocated,
+        per_gpu=allocated + slack + C.CUDA_CONTEXT_BYTES,
+        trainable_params=trainable,
+        notes=notes,
+        offloaded=offloaded,
+    )

@@ -1,0 +1,99 @@
+"""What is being trained and how: the inputs of the memory and speed models.
+
+Defaults are the playbook's (DESIGN.md): LoRA r=16, alpha=32, all-linear, bf16, flash
+attention, gradient checkpointing on, seq 2048, micro-batch 1. `validate()` rejects impossible
+values with a message naming the option, so the CLI can exit 2 before any arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import InvalidValueError
+
+ADAPTERS = ("lora", "qlora", "dora", "full")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")
+PRECISIONS = ("bf16", "fp16", "fp32", "mixed")
+ATTENTIONS = ("flash", "sdpa", "eager")
+DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
+LOSSES = ("standard", "chunked", "fused")
+ADAPTER_DTYPES = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    adapter: str = "lora"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_targets: str = "all-linear"
+    seq_len: int = 2048
+    micro_batch_size: int = 1
+    grad_accum: int = 1
+    gradient_checkpointing: bool = True
+    optimizer: str = "adamw"
+    precision: str = "bf16"
+    attention: str = "flash"
+    gpus: int = 1
+    distributed: str = "none"
+    cpu_offload: bool = False
+    # Knobs real trainers expose that change memory a lot (see README, "Estimator inputs"):
+    # "chunked": 16-bit logits, fp32 one chunk at a time (torchtune, LitGPT); "fused": logits never
+    # materialised whole (Unsloth / Cut Cross Entropy, Liger); "standard": HF's fp32 upcast.
+    loss: str = "standard"
+    adapter_dtype: str = "fp32"  # PEFT keeps adapter weights in fp32 unless told otherwise
+    optimizer_in_backward: bool = False  # step each parameter as its gradient arrives (torchtune)
+    activation_offload: bool = False  # saved activations kept in CPU memory (Unsloth, torchtune)
+    double_quant: bool = True  # QLoRA: quantise the quantisation constants too (bnb default in recipes)
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.seq_len * self.micro_batch_size
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.adapter != "full"
+
+    @property
+    def effective_distributed(self) -> str:
+        if self.gpus == 1:
+            return "none"
+        if self.distributed != "none":
+            return self.distributed
+        return "ddp" if self.is_adapter else "fsdp"
+
+    def with_(self, **changes) -> TrainingSetup:
+        return replace(self, **changes)
+
+    def validate(self) -> TrainingSetup:
+        def choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+            if value not in allowed:
+                raise InvalidValueError(
+                    f"--{field.replace('_', '-')} '{value}' is not one of: {', '.join(allowed)}."
+                )
+
+        choice("adapter", self.adapter, ADAPTERS)
+        choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("precision", self.precision, PRECISIONS)
+        choice("attention", self.attention, ATTENTIONS)
+        choice("distributed", self.distributed, DISTRIBUTED)
+        choice("loss", self.loss, LOSSES)
+        choice("adapter_dtype", self.adapter_dtype, ADAPTER_DTYPES)
+        limits = {
+            "seq_len": (self.seq_len, 1, 4_194_304),
+            "batch_size": (self.micro_batch_size, 1, 65_536),
+            "grad_accum": (self.grad_accum, 1, 1_000_000),
+            "gpus": (self.gpus, 1, 4096),
+        }
+        if self.is_adapter:
+            limits["lora_rank"] = (self.lora_rank, 1, 65_536)
+            limits["lora_alpha"] = (self.lora_alpha, 1, 1_000_000)
+        for name, (value, low, high) in limits.items():
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InvalidValueError(
+                    f"--{name.replace('_', '-')} {value} is impossible: it must be a whole number "
+                    f"from {low} to {high:,}."
+                )
+        if self.cpu_offload and self.effective_distributed not in ("fsdp", "zero3", "zero2"):
+            # A single GPU can still offload with ZeRO-3/FSDP; make that explicit.
+            pass
+        return self
