@@ -35,7 +35,7 @@ from ftplan.sizing.memory import estimate_memory
 from ftplan.sizing.setup import TrainingSetup
 from ftplan.sizing.throughput import estimate_throughput
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "published-measurements.json"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "published-measurements.json"
 GIB = 2**30
 
 
@@ -126,16 +126,22 @@ def to_case(row: dict) -> tuple[Case | None, str]:
     else:
         optimizer = "adamw"
     precision = str(row["precision"] or "bf16").lower()
-    precision = "fp32" if precision.startswith("fp32") else "mixed" if "mixed" in precision or "bits 32" in precision else "bf16"
+    if precision.startswith("fp32"):
+        precision = "fp32"
+    else:
+        precision = "mixed" if "mixed" in precision or "bits 32" in precision else "bf16"
     fa = row["flash_attention"]
     attention = "flash" if fa is True or "unsloth" in str(fa).lower() else "eager" if fa is False else "sdpa"
     dist_text = (row["distributed"] or "").lower()
     gpus = row["num_gpus"] or 1
-    distributed = "zero3" if "zero-3" in dist_text else "fsdp" if ("fsdp" in dist_text or gpus > 1) else "none"
+    distributed = "zero3" if "zero-3" in dist_text else "fsdp" if ("fsdp" in dist_text or gpus > 1) else "none"  # noqa: E501
     native_bf16 = any(k in fw for k in ("litgpt", "lit-gpt", "torchtune", "unsloth"))
     # torchtune's Llama 3.1 configs (Sep 2024) use CEWithChunkedOutputLoss; Unsloth uses Cut Cross Entropy.
-    chunked = any(k in fw for k in ("litgpt", "lit-gpt", "sep 2024")) or "chunked ce" in notes or "cewithchunked" in notes
+    chunked = any(k in fw for k in ("litgpt", "lit-gpt", "sep 2024"))
+    chunked = chunked or "chunked ce" in notes or "cewithchunked" in notes
     loss = "fused" if "unsloth" in fw else "chunked" if chunked else "standard"
+    in_bwd = "optimizer_in_bwd=true" in notes.replace(" ", "") or "into backward" in notes or "fused optimizer" in notes
+    quant = str(row["quantization"]).lower()
     setup = TrainingSetup(
         adapter=method,
         lora_rank=row["lora_rank"] or 8,
@@ -153,9 +159,9 @@ def to_case(row: dict) -> tuple[Case | None, str]:
         cpu_offload=bool(row["cpu_offload"]) or "offload" in dist_text,
         loss=loss,
         adapter_dtype="bf16" if native_bf16 else "fp32",
-        optimizer_in_backward="optimizer_in_bwd=true" in notes.replace(" ", "") or "fused into backward" in notes or "fused optimizer" in notes,
+        optimizer_in_backward=in_bwd,
         activation_offload="activation offloading" in notes or "unsloth" in fw,
-        double_quant="double quant" in str(row["quantization"]).lower() or "nf4-dq" in str(row["quantization"]).lower() or "unsloth" in fw,
+        double_quant="double quant" in quant or "nf4-dq" in quant or "unsloth" in fw,
     )
     gpu, capacity = _gpu(row["gpu"])
     metric_text = (row["memory_metric"] or "").lower()
@@ -200,6 +206,10 @@ def run(data_path: Path, show_rows: bool = False) -> dict:
                          f"vs card {case.capacity_gib:5.1f}: {'flagged' if flagged else 'MISSED'}")
             continue
         truth = row["peak_memory_gib"]
+        unit = (row["memory_unit_reported"] or "")
+        if truth is None and row["peak_memory_gb"] and "approx" not in unit:
+            # "GB (as printed; probably GiB)" is taken as GiB; notebook "MB" figures are MB/1000 = GB
+            truth = row["peak_memory_gb"] if "probably GiB" in unit else row["peak_memory_gb"] * 1e9 / GIB
         if row["outcome"] == "max_context_fits":
             truth, case.metric = case.capacity_gib, "device"
         if truth:
@@ -214,7 +224,8 @@ def run(data_path: Path, show_rows: bool = False) -> dict:
             err = (t.tokens_per_second - tput) / tput
             thr_err.append(abs(err))
             lines.append(f"{row['id']} speed  {case.model:40s} {case.setup.adapter:5s} pred "
-                         f"{t.tokens_per_second:7.0f} true {tput:7.0f} tok/s on {case.setup.gpus}x{case.gpu} err {err:+6.1%}")
+                         f"{t.tokens_per_second:7.0f} true {tput:7.0f} tok/s on {case.setup.gpus}x{case.gpu} "
+                         f"err {err:+6.1%}")
 
     def stats(errs: list[float]) -> dict:
         if not errs:
@@ -245,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=1))
         return 0
     m, t, o = res["memory"], res["throughput"], res["oom"]
-    print(f"peak memory : n={m['n']}  median |err| {m.get('median_pct')} %  p90 {m.get('p90_pct')} %   (target <= 10 / 25)")
-    print(f"throughput  : n={t['n']}  median |err| {t.get('median_pct')} %  p90 {t.get('p90_pct')} %   (target median <= 25)")
+    print(f"peak memory : n={m['n']}  median |err| {m.get('median_pct')} %  p90 {m.get('p90_pct')} %"
+          "   (target <= 10 / 25)")
+    print(f"throughput  : n={t['n']}  median |err| {t.get('median_pct')} %  p90 {t.get('p90_pct')} %"
+          "   (target median <= 25)")
     print(f"OOM rows    : {o['flagged']} of {o['rows']} flagged as not fitting   (target: all)")
     print("not expressible: " + ", ".join(f"{k} ({v})" for k, v in sorted(res["skipped"].items())))
     return 0

@@ -16,7 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import calibration  # noqa: E402
-
 from ftplan.sizing import constants as C  # noqa: E402
 
 MEMORY_GRID = {
@@ -37,12 +36,12 @@ def search(grid: dict, score) -> tuple[float, dict]:
     best = (float("inf"), {})
     names = list(grid)
     for values in itertools.product(*(grid[n] for n in names)):
-        for n, v in zip(names, values):
+        for n, v in zip(names, values, strict=True):
             setattr(C, n, v)
         res = calibration.run(calibration.DEFAULT_DATA)
         s = score(res)
         if s < best[0]:
-            best = (s, dict(zip(names, values)), res)
+            best = (s, dict(zip(names, values, strict=True)), res)
     for n, v in best[1].items():
         setattr(C, n, v)
     return best

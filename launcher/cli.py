@@ -10,7 +10,6 @@ import json
 import sys
 
 import click
-
 from ftplan.sizing.errors import FtplanError
 
 

@@ -1,0 +1,29 @@
+# Two entry points do all set-up on a fresh machine (see README):
+#   make estimate   installs ftplan (no torch) and runs the planner on a bundled model
+#   make test       installs ftplan with the dev and train extras (CPU torch pinned) and runs the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS := constraints/ci.txt
+
+.PHONY: estimate test lint bench
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.base
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,train]'
+	touch $@
+
+estimate: $(VENV)/.base
+	$(VENV)/bin/ftplan estimate --model llama-3.1-8b --gpu L4 --tokens 20000000
+
+test: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest -n 2 tests
+
+bench: $(VENV)/.dev
+	$(PY) bench/calibration.py
+	$(PY) bench/startup.py

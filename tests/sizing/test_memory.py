@@ -1,0 +1,127 @@
+import json
+from pathlib import Path
+
+import pytest
+from ftplan.sizing.catalog import resolve_model
+from ftplan.sizing.errors import InvalidValueError
+from ftplan.sizing.memory import adapter_params, estimate_memory, targeted_linears
+from ftplan.sizing.setup import TrainingSetup
+
+LLAMA8 = resolve_model("llama-3.1-8b").arch
+ROWS = json.loads((Path(__file__).resolve().parents[2] / "bench/data/published-measurements.json").read_text())
+
+
+def mem(arch=LLAMA8, **kw):
+    return estimate_memory(arch, TrainingSetup(**kw))
+
+
+@pytest.mark.parametrize("model,rank,published", [
+    ("microsoft/phi-1_5", 8, 1_572_864),
+    ("meta-llama/Llama-2-7b-hf", 8, 4_194_304),
+    ("meta-llama/Llama-2-13b-hf", 8, 6_553_600),
+])
+def test_lora_trainable_params_match_litgpt_tables(model, rank, published):
+    # the resource tables quote trainable parameter counts for q,v LoRA
+    assert any(str(published)[:5] in r["lora_targets"].replace(",", "") for r in ROWS if r["lora_targets"])
+    arch = resolve_model(model).arch
+    assert adapter_params(arch, TrainingSetup(lora_rank=rank, lora_targets="q,v")) == published
+
+
+def test_qlora_weights_are_about_a_quarter_of_bf16():
+    lora, qlora = mem(adapter="lora"), mem(adapter="qlora")
+    ratio = qlora.components["weights"] / lora.components["weights"]
+    assert 0.25 < ratio < 0.45  # NF4 linears + 16-bit embeddings/lm_head
+
+
+def test_double_quant_saves_constants():
+    assert mem(adapter="qlora", double_quant=True).allocated < mem(adapter="qlora", double_quant=False).allocated
+
+
+def test_checkpointing_cuts_activations():
+    on, off = mem(gradient_checkpointing=True), mem(gradient_checkpointing=False)
+    assert on.components["activations"] * 5 < off.components["activations"]
+
+
+def test_eager_attention_adds_a_quadratic_term():
+    short = mem(attention="eager", seq_len=1024, gradient_checkpointing=False).components["activations"]
+    long = mem(attention="eager", seq_len=4096, gradient_checkpointing=False).components["activations"]
+    flash_long = mem(attention="flash", seq_len=4096, gradient_checkpointing=False).components["activations"]
+    assert long / short > 4.5  # more than linear in seq
+    assert flash_long < long
+
+
+def test_logits_term_scales_with_vocab_and_chunking():
+    std, chunked, fused = (mem(loss=x, seq_len=8192).components["logits"] for x in ("standard", "chunked", "fused"))
+    assert std == pytest.approx(16 * 128256 * 8192)
+    assert fused < chunked < std
+
+
+def test_full_finetune_counts_gradients_and_adam_states():
+    m = mem(adapter="full", gradient_checkpointing=True)
+    n = LLAMA8.total_params
+    assert m.components["gradients"] == 2 * n
+    assert m.components["optimizer"] == 4 * n  # torch AdamW keeps states in the bf16 param dtype
+    assert mem(adapter="full", precision="mixed").components["optimizer"] == 8 * n
+
+
+def test_8bit_and_paged_optimizers():
+    assert mem(adapter="full", optimizer="adamw_8bit").components["optimizer"] == 2 * LLAMA8.total_params
+    paged = mem(adapter="full", optimizer="paged_adamw_8bit")
+    assert paged.components["optimizer"] == 0 and paged.offloaded["optimizer"] > 0
+
+
+def test_fsdp_shards_weights_and_states():
+    one = mem(adapter="full", gpus=1)
+    eight = mem(adapter="full", gpus=8, distributed="fsdp")
+    assert eight.components["weights"] == pytest.approx(one.components["weights"] / 8, rel=0.01)
+    assert eight.components["optimizer"] == pytest.approx(one.components["optimizer"] / 8, rel=0.01)
+    zero2 = mem(adapter="full", gpus=8, distributed="zero2")
+    assert zero2.components["weights"] == one.components["weights"]
+
+
+def test_cpu_offload_moves_states_off_the_gpu():
+    m = mem(adapter="full", gpus=8, distributed="fsdp", cpu_offload=True)
+    assert m.components["weights"] == 0 and m.components["optimizer"] == 0 and m.offloaded
+
+
+def test_dora_costs_more_than_lora():
+    assert mem(adapter="dora").allocated > mem(adapter="lora").allocated
+    assert adapter_params(LLAMA8, TrainingSetup(adapter="dora")) > adapter_params(LLAMA8, TrainingSetup())
+
+
+@pytest.mark.parametrize("spec,names", [
+    ("all-linear", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+    ("attention", {"q_proj", "k_proj", "v_proj", "o_proj"}),
+    ("mlp", {"gate_proj", "up_proj", "down_proj"}),
+    ("q,v", {"q_proj", "v_proj"}),
+    ("q_proj,down_proj", {"q_proj", "down_proj"}),
+])
+def test_lora_target_specs(spec, names):
+    assert {lin.name for lin in targeted_linears(LLAMA8, spec)} == names
+
+
+def test_model_own_names_for_fused_modules():
+    qwen1 = resolve_model("qwen-7b").arch
+    assert {lin.name for lin in targeted_linears(qwen1, "c_attn,w1,w2")} == {"c_attn", "w1", "w2"}
+    # a generic name selects the fused module that contains it
+    assert {lin.name for lin in targeted_linears(qwen1, "q")} == {"c_attn"}
+
+
+def test_unknown_target_lists_the_real_names():
+    with pytest.raises(InvalidValueError, match="gate_proj"):
+        targeted_linears(LLAMA8, "wq,wk")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lora_rank", 0), ("seq_len", -5), ("micro_batch_size", 0), ("gpus", 0), ("optimizer", "adam9"),
+    ("precision", "int3"), ("attention", "magic"), ("distributed", "mpi"),
+])
+def test_impossible_setups_are_rejected(field, value):
+    with pytest.raises(InvalidValueError):
+        TrainingSetup(**{field: value}).validate()
+
+
+def test_memory_grows_with_batch_and_sequence():
+    base = mem().allocated
+    assert mem(micro_batch_size=4).allocated > base
+    assert mem(seq_len=8192).allocated > base
