@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import calibration  # noqa: E402
+
 from ftplan.sizing import constants as C  # noqa: E402
 
 MEMORY_GRID = {

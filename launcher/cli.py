@@ -10,6 +10,7 @@ import json
 import sys
 
 import click
+
 from ftplan.sizing.errors import FtplanError
 
 

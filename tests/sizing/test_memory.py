@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ftplan.sizing.catalog import resolve_model
 from ftplan.sizing.errors import InvalidValueError
 from ftplan.sizing.memory import adapter_params, estimate_memory, targeted_linears
