@@ -88,24 +88,27 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -
     full = not setup.is_adapter
     targeted = {lin.name for lin in targeted_linears(arch, setup.lora_targets)} if not full else None
 
-    def trains(lin: Linear) -> bool:
-        # bitsandbytes' 4-bit matmul saves its input for every quantised linear, targeted or not
-        return full or setup.adapter == "qlora" or lin.name in targeted
-
+    # Frozen nn.Linear keeps no input; bitsandbytes' 4-bit matmul saves its input for every
+    # quantised linear, targeted or not.
     total = 0.0
     # Norms upcast to fp32 and keep that copy; a trainable norm weight also keeps its input.
     total += arch.norms_per_layer * (4 * h + (b * h if full else 0))
 
     inputs_saved: set[str] = set()
+    # PEFT casts each adapter's input to the adapter dtype: with fp32 adapters on 16-bit weights,
+    # every targeted linear keeps its own fp32 copy of its input (siblings no longer share one).
+    upcast = setup.is_adapter and setup.adapter_dtype == "fp32" and b == 2
     for lin in arch.linears:
-        if not trains(lin):
+        tokens_through = lin.active * lin.count  # MoE experts see only their routed tokens
+        if upcast and targeted is not None and lin.name in targeted:
+            total += 4 * lin.in_features * tokens_through
+        if not (full or setup.adapter == "qlora" or (lin.name in targeted and not upcast)):
             continue
         key = lin.shares_input_with or lin.name
         if key in inputs_saved:
             continue
         inputs_saved.add(key)
-        # MoE experts see only their routed tokens: `active * count` copies per token.
-        total += b * lin.in_features * lin.active * lin.count
+        total += b * lin.in_features * tokens_through
         if setup.adapter == "dora":
             total += 2 * b * lin.out_features * lin.active * lin.count  # base output + LoRA output
 

@@ -1,7 +1,7 @@
 """The estimator against every published measurement it can express (bench/calibration.py).
 
 Targets from the issue: memory median <= 10 %, p90 <= 25 %, throughput median <= 25 %, every OOM
-row flagged. Two are not met yet: memory p90 (38 %) and one OOM row (p140, CodeLlama-34B QLoRA with
+row flagged. Two are not met yet: memory p90 (about 38 %) and one OOM row (p140, CodeLlama-34B QLoRA with
 HF eager attention on 40 GB, where the source's eager runs kept far more than one layer's attention
 probabilities despite checkpointing). The tests hold the current figures as floors so a change that
 makes them worse fails; README "Accuracy" lists the worst rows.

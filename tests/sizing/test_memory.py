@@ -53,7 +53,7 @@ def test_eager_attention_adds_a_quadratic_term():
 
 def test_logits_term_scales_with_vocab_and_chunking():
     std, chunked, fused = (mem(loss=x, seq_len=8192).components["logits"] for x in ("standard", "chunked", "fused"))
-    assert std == pytest.approx(16 * 128256 * 8192)
+    assert std == pytest.approx(14 * 128256 * 8192)  # bf16 logits + fp32 upcast, log-softmax, gradient
     assert fused < chunked < std
 
 
