@@ -82,8 +82,8 @@ def _targets(text: str | None) -> str:
     t = (text or "").lower()
     if t.startswith("q,v") or t.startswith("q_proj,v_proj"):
         return "q,v"
-    if t.startswith("q,k,v") and "mlp" not in t and "o" not in t.split(",")[3:4]:
-        return "q,k,v" if t.strip() == "q,k,v" else "all-linear"
+    if t.strip() == "q,k,v":
+        return "q,k,v"
     if t.startswith("q,v,o"):
         return "q,v,o,gate,up,down"
     return "all-linear"

@@ -73,7 +73,6 @@ def estimate(model, params, adapter, lora_rank, lora_alpha, lora_targets, seq_le
     from ftplan.sizing.setup import TrainingSetup
 
     if not model and not params:
-        model = None
         raise FtplanError("give --model (e.g. --model llama-3.1-8b, or a folder with config.json) or --params 7B.")
     setup = TrainingSetup(
         adapter=adapter.lower(), lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,

@@ -432,9 +432,8 @@ def from_param_count(params: float, name: str | None = None) -> Architecture:
         layers = round((params - base) / per_layer)
         if layers < 2:
             continue
-        # keep depth/width in the range real models use (about 16..64 hidden per layer... ratio)
-        ratio = hidden / layers
-        score = abs(ratio - 128) / 128
+        # prefer the width/depth ratio of Llama-class models (hidden / layers ~ 128)
+        score = abs(hidden / layers - 128) / 128
         total = base + layers * per_layer
         if abs(total - params) / params > 0.1:
             continue

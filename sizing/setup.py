@@ -93,7 +93,4 @@ class TrainingSetup:
                     f"--{name.replace('_', '-')} {value} is impossible: it must be a whole number "
                     f"from {low} to {high:,}."
                 )
-        if self.cpu_offload and self.effective_distributed not in ("fsdp", "zero3", "zero2"):
-            # A single GPU can still offload with ZeRO-3/FSDP; make that explicit.
-            pass
         return self
