@@ -50,11 +50,9 @@ class Case:
 
 
 def _model_id(name: str) -> str:
-    name = re.sub(r"-(Instruct|chat-hf)$", "", name)
-    name = name.replace("-chat-hf", "-hf")
-    if name.endswith("Llama-2-7b"):
-        name += "-hf"
-    return name
+    """Instruct/chat variants share their base model's architecture."""
+    name = re.sub(r"-Instruct$", "", name)
+    return re.sub(r"-chat-hf$", "-hf", name)
 
 
 def _gpu(text: str | None) -> tuple[str | None, float | None]:
@@ -174,9 +172,8 @@ def to_case(row: dict) -> tuple[Case | None, str]:
     return Case(row, src.model_id, setup, gpu, capacity, metric), ""
 
 
-def predicted_memory(case: Case) -> float:
-    src = resolve_model(case.model)
-    est = estimate_memory(src.arch, case.setup)
+def predicted_memory(case: Case, est) -> float:
+    """The figure comparable with what the row's source measured."""
     if case.metric == "allocated":
         return est.allocated
     if case.metric == "reserved":
@@ -213,7 +210,7 @@ def run(data_path: Path, show_rows: bool = False) -> dict:
         if row["outcome"] == "max_context_fits":
             truth, case.metric = case.capacity_gib, "device"
         if truth:
-            pred = predicted_memory(case) / GIB
+            pred = predicted_memory(case, est) / GIB
             err = (pred - truth) / truth
             mem_err.append(abs(err))
             lines.append(f"{row['id']} memory {case.model:40s} {case.setup.adapter:5s} pred {pred:6.2f} "

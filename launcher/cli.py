@@ -80,7 +80,6 @@ def estimate(model, params, adapter, lora_rank, lora_alpha, lora_targets, seq_le
         gradient_checkpointing=gradient_checkpointing, optimizer=optimizer.lower(),
         precision=precision.lower(), attention=attention.lower(), gpus=gpus,
         distributed=distributed.lower(), cpu_offload=cpu_offload, loss=loss.lower(),
-        adapter_dtype="bf16" if adapter.lower() == "full" else "fp32",
         optimizer_in_backward=optimizer_in_backward, activation_offload=activation_offload,
     )
     result = run_estimate(model, params=params, setup=setup, gpu=gpu, tokens=tokens)

@@ -83,7 +83,7 @@ def adapter_params(arch: Architecture, setup: TrainingSetup) -> int:
 
 def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -> float:
     """Bytes one token leaves saved for backward in one decoder layer (no checkpointing)."""
-    b = 4 if setup.precision == "fp32" else 2
+    b = setup.activation_bytes
     h, heads, kv, d = arch.hidden, arch.heads, arch.kv_heads, arch.head_dim
     full = not setup.is_adapter
     targeted = {lin.name for lin in targeted_linears(arch, setup.lora_targets)} if not full else None
@@ -143,7 +143,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     shard_params = dist in ("fsdp", "zero3")
     shard_states = dist in ("fsdp", "zero3", "zero2")
     b_param = _bytes(setup.precision)
-    b_act = 4 if setup.precision == "fp32" else 2
+    b_act = setup.activation_bytes
 
     # ---- weights ------------------------------------------------------------------------
     frozen_other = arch.total_params - arch.linear_params
@@ -160,9 +160,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
             # autocast keeps 16-bit copies of the weights it cast for the backward pass
             weights += arch.linear_params * 2
     trainable = adapter_params(arch, setup)
-    b_train = _bytes(setup.adapter_dtype) if setup.is_adapter else b_param
-    if setup.precision == "fp32":
-        b_train = 4
+    b_train = _bytes(setup.adapter_dtype) if setup.is_adapter and setup.precision != "fp32" else b_param
 
     gathered = 0
     if shard_params and n > 1:

@@ -50,6 +50,11 @@ class TrainingSetup:
         return self.seq_len * self.micro_batch_size
 
     @property
+    def activation_bytes(self) -> int:
+        """Bytes per element of saved activations and logits (16-bit unless pure fp32)."""
+        return 4 if self.precision == "fp32" else 2
+
+    @property
     def is_adapter(self) -> bool:
         return self.adapter != "full"
 
