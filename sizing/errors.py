@@ -27,3 +27,7 @@ class UnknownGPUError(FtplanError):
 
 class InvalidValueError(FtplanError):
     """A numeric or enumerated option is impossible (rank 0, negative sizes, ...)."""
+
+
+class DataError(FtplanError):
+    """A training data file that cannot be read, or whose records the trainer would reject."""
