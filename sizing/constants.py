@@ -34,3 +34,10 @@ MFU_TIER = {"datacenter": 1.0, "inference": 0.8, "workstation": 0.9, "consumer":
 
 # Fraction of inter-GPU communication hidden behind compute (FSDP prefetch, DDP bucketing).
 COMM_OVERLAP = 0.6
+
+# GRPO generation (decode) model: sequences decoded together per GPU per step, and the fraction of
+# memory bandwidth a decode step reaches while streaming the weights. Assumptions [U] (no
+# measured GRPO rows in the calibration data yet): TRL generates num_generations x per-device batch
+# completions at once; HF generate reaches roughly half of peak bandwidth.
+DECODE_BATCH_PER_GPU = 32
+DECODE_BANDWIDTH_EFFICIENCY = 0.5
