@@ -1,5 +1,5 @@
 # Two entry points do all set-up on a fresh machine (see README):
-#   make estimate   installs ftplan (no torch) and runs the planner on a bundled model
+#   make estimate   installs ftplan (no torch) and plans a fine-tune of a bundled data set
 #   make test       installs ftplan with the dev and train extras (CPU torch pinned) and runs the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.base
 	touch $@
 
 estimate: $(VENV)/.base
-	$(VENV)/bin/ftplan estimate --model llama-3.1-8b --gpu L4 --tokens 20000000
+	$(VENV)/bin/ftplan estimate examples/chat.jsonl --model llama-3.1-8b --local RTX-4090
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -27,3 +27,4 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) bench/calibration.py
 	$(PY) bench/startup.py
+	$(PY) bench/plan_speed.py

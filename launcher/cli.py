@@ -37,58 +37,234 @@ def cli() -> None:
     """Plan LLM fine-tuning before a cent is spent: which method, which GPU, how long, how much."""
 
 
-@cli.command()
-@click.option("--model", "-m", help="Catalog id or alias (llama-3.1-8b) or a folder with config.json.")
-@click.option("--params", help="Parameter count alone, e.g. 7B (a Llama shape is assumed).")
-@click.option("--adapter", default="lora", show_default=True, help="lora | qlora | dora | full")
-@click.option("--lora-rank", "lora_rank", default=16, show_default=True, type=int)
-@click.option("--lora-alpha", "lora_alpha", default=32, show_default=True, type=int)
-@click.option("--lora-targets", "lora_targets", default="all-linear", show_default=True,
-              help="all-linear | attention | mlp | q,k,v,o,gate,up,down | the model's module names")
-@click.option("--seq-len", "seq_len", default=2048, show_default=True, type=int)
-@click.option("--batch-size", "batch_size", default=1, show_default=True, type=int, help="Micro-batch per GPU.")
-@click.option("--grad-accum", "grad_accum", default=1, show_default=True, type=int)
-@_bool_flag("gradient-checkpointing", True, "Recompute activations in backward.")
-@click.option("--optimizer", default="adamw", show_default=True,
-              help="adamw | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit | sgd")
-@click.option("--precision", default="bf16", show_default=True, help="bf16 | fp16 | fp32 | mixed")
-@click.option("--attention", default="flash", show_default=True, help="flash | sdpa | eager")
-@click.option("--loss", default="standard", show_default=True,
-              help="standard (fp32 logits) | chunked | fused (Unsloth/Liger)")
-@click.option("--gpu", default=None, help="GPU name (H100, A100-80GB, L4, RTX-4090, ...). Default H100.")
-@click.option("--gpus", default=1, show_default=True, type=int, help="GPUs in the job.")
-@click.option("--distributed", default="none", show_default=True, help="none | ddp | fsdp | zero2 | zero3")
-@click.option("--cpu-offload", "cpu_offload", is_flag=True, help="Offload weights/optimizer to CPU (FSDP/ZeRO).")
-@click.option("--optimizer-in-backward", "optimizer_in_backward", is_flag=True,
-              help="Step each parameter as its gradient arrives (no full gradient buffer).")
-@click.option("--activation-offload", "activation_offload", is_flag=True,
-              help="Keep saved activations in CPU memory (Unsloth / torchtune offloading).")
-@click.option("--tokens", type=int, default=None, help="Training tokens (x epochs) for a time estimate.")
-@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON (schema in the README).")
-def estimate(model, params, adapter, lora_rank, lora_alpha, lora_targets, seq_len, batch_size, grad_accum,
-             gradient_checkpointing, optimizer, precision, attention, loss, gpu, gpus, distributed,
-             cpu_offload, optimizer_in_backward, activation_offload, tokens, as_json) -> None:
-    """Peak GPU memory by component, fit, tokens/s and time for one training setup."""
-    from ftplan.sizing.estimate import estimate as run_estimate
+def _setup_options(f):
+    """Flags shared by `estimate` and `compare`: the training configuration."""
+    opts = [
+        click.option("--model", "-m", help="Catalog id or alias (llama-3.1-8b) or a folder with config.json."),
+        click.option("--params", help="Parameter count alone, e.g. 7B (a Llama shape is assumed)."),
+        click.option("--adapter", default=None, help="lora | qlora | dora | full  [default: lora; with DATA the "
+                     "planner picks LoRA, or QLoRA where LoRA does not fit]"),
+        click.option("--lora-rank", "lora_rank", default=None, type=int, help="[default: 16; 8 under 1k examples]"),
+        click.option("--lora-alpha", "lora_alpha", default=None, type=int, help="[default: 2 x rank]"),
+        click.option("--lora-targets", "lora_targets", default="all-linear", show_default=True,
+                     help="all-linear | attention | mlp | q,k,v,o,gate,up,down | the model's module names"),
+        click.option("--seq-len", "seq_len", default=2048, show_default=True, type=int),
+        click.option("--batch-size", "batch_size", default=1, show_default=True, type=int, help="Micro-batch per GPU."),
+        click.option("--grad-accum", "grad_accum", default=1, show_default=True, type=int),
+        _bool_flag("gradient-checkpointing", True, "Recompute activations in backward."),
+        click.option("--optimizer", default="adamw", show_default=True,
+                     help="adamw | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit | sgd"),
+        click.option("--precision", default="bf16", show_default=True, help="bf16 | fp16 | fp32 | mixed"),
+        click.option("--attention", default="flash", show_default=True, help="flash | sdpa | eager"),
+        click.option("--loss", default="standard", show_default=True,
+                     help="standard (fp32 logits) | chunked | fused (Unsloth/Liger)"),
+        click.option("--gpu", default=None, help="GPU name (H100, A100-80GB, L4, RTX-4090, ...). Default H100; with "
+                     "DATA: only search this GPU."),
+        click.option("--gpus", default=None, type=int, help="GPUs in the job [default: 1; with DATA: search 1-8 "
+                     "and multi-node]."),
+        click.option("--distributed", default="none", show_default=True, help="none | ddp | fsdp | zero2 | zero3"),
+        click.option("--cpu-offload", "cpu_offload", is_flag=True,
+                     help="Offload weights/optimizer to CPU (FSDP/ZeRO)."),
+        click.option("--optimizer-in-backward", "optimizer_in_backward", is_flag=True,
+                     help="Step each parameter as its gradient arrives (no full gradient buffer)."),
+        click.option("--activation-offload", "activation_offload", is_flag=True,
+                     help="Keep saved activations in CPU memory (Unsloth / torchtune offloading)."),
+        # Planning from data (ignored without DATA).
+        click.option("--method", default=None, help="sft | dpo | simpo | orpo | kto | grpo | continued-pretraining | "
+                     "distillation  [default: from the data format]"),
+        click.option("--epochs", type=int, default=None, help="[default: 1-3 by data size]"),
+        click.option("--verifier", default=None, help="GRPO reward function or verifier (module:function)."),
+        click.option("--teacher", default=None, help="Distillation teacher model (adds its forward pass)."),
+        click.option("--tokenizer", default=None, help="tokenizer.json (or its folder) for exact token counts."),
+        click.option("--count-all", "count_all", is_flag=True,
+                     help="Tokenize every sequence (default: the first 50k, then 1 in 20, the rest fitted)."),
+        _bool_flag("packing", False, "Pack sequences (no padding); TRL's default is off."),
+        click.option("--split", default="train", show_default=True, help="Split of a Hub dataset id."),
+        click.option("--group-size", "group_size", default=8, show_default=True, type=int,
+                     help="GRPO completions per prompt."),
+        click.option("--completion-len", "completion_len", default=256, show_default=True, type=int,
+                     help="GRPO generated tokens per completion."),
+        click.option("--provider", "providers", multiple=True,
+                     help="Only these providers (repeatable): modal, lambda, runpod, runpod-community, aws, together; "
+                     "openai adds OpenAI's own models as alternatives."),
+        click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi]."),
+        click.option("--electricity", type=float, default=None, help="USD per kWh for the local box."),
+        click.option("--card-price", "card_price", type=float, default=None,
+                     help="USD per local card, to amortise (and for break-even)."),
+        click.option("--card-hours", "card_hours", type=float, default=None, help="Lifetime hours of a card."),
+        click.option("--prices", "prices_file", default=None, help="TOML file of price rows (see `ftplan prices`)."),
+        click.option("--region", default="none", show_default=True, help="Modal region pricing: none | broad | narrow"),
+        click.option("--max-cost", "max_cost", type=float, default=None, help="Drop plans above this many USD."),
+        click.option("--max-hours", "max_hours", type=float, default=None, help="Drop plans longer than this."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _training_setup(o: dict):
     from ftplan.sizing.setup import TrainingSetup
 
-    if not model and not params:
-        raise FtplanError("give --model (e.g. --model llama-3.1-8b, or a folder with config.json) or --params 7B.")
-    setup = TrainingSetup(
-        adapter=adapter.lower(), lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
-        seq_len=seq_len, micro_batch_size=batch_size, grad_accum=grad_accum,
-        gradient_checkpointing=gradient_checkpointing, optimizer=optimizer.lower(),
-        precision=precision.lower(), attention=attention.lower(), gpus=gpus,
-        distributed=distributed.lower(), cpu_offload=cpu_offload, loss=loss.lower(),
-        optimizer_in_backward=optimizer_in_backward, activation_offload=activation_offload,
+    rank = 16 if o["lora_rank"] is None else o["lora_rank"]
+    return TrainingSetup(
+        adapter=(o["adapter"] or "lora").lower(), lora_rank=rank,
+        lora_alpha=2 * rank if o["lora_alpha"] is None else o["lora_alpha"],
+        lora_targets=o["lora_targets"], seq_len=o["seq_len"], micro_batch_size=o["batch_size"],
+        grad_accum=o["grad_accum"], gradient_checkpointing=o["gradient_checkpointing"],
+        optimizer=o["optimizer"].lower(), precision=o["precision"].lower(), attention=o["attention"].lower(),
+        gpus=o["gpus"] or 1, distributed=o["distributed"].lower(), cpu_offload=o["cpu_offload"],
+        loss=o["loss"].lower(), optimizer_in_backward=o["optimizer_in_backward"],
+        activation_offload=o["activation_offload"],
     )
-    result = run_estimate(model, params=params, setup=setup, gpu=gpu, tokens=tokens)
+
+
+def _plan(data: str, o: dict):
+    """Run the data -> plan pipeline with the CLI's options."""
+    from ftplan.launcher.localgpu import local_box
+    from ftplan.sizing.gpus import get_gpu
+    from ftplan.sizing.planner import plan_for_data
+    from ftplan.sizing.prices import load_prices
+
+    if not o["model"]:
+        raise FtplanError("give --model with a data file (e.g. --model llama-3.1-8b, or a folder with config.json).")
+    for name in ("group_size", "completion_len"):
+        if o[name] < 1:
+            raise FtplanError(f"--{name.replace('_', '-')} {o[name]} is impossible: give a positive number.")
+    if o["region"] not in ("none", "broad", "narrow"):
+        raise FtplanError(f"--region {o['region']!r}: choose none, broad or narrow (Modal's region pricing).")
+    book = load_prices(o["prices_file"])
+    known = set(book.providers) | {"together", "openai"}
+    providers = {p.lower() for p in o["providers"]} or None
+    for p in providers or ():
+        if p not in known:
+            raise FtplanError(f"--provider {p!r} is not known; choose from {', '.join(sorted(known))}.")
+    local = local_box(o["local"], book, o["electricity"], o["card_price"], o["card_hours"])
+    setup = _training_setup(o)
+    return plan_for_data(
+        data, o["model"], setup=setup, method=o["method"], adapter=o["adapter"], lora_rank=o["lora_rank"],
+        lora_alpha=o["lora_alpha"], epochs=o["epochs"], verifier=o["verifier"], tokenizer=o["tokenizer"],
+        packing=o["packing"], gpus={get_gpu(o["gpu"]).name} if o["gpu"] else None,
+        counts={o["gpus"]} if o["gpus"] else None, providers=providers, local=local, prices=book,
+        region=o["region"], max_cost=o["max_cost"], max_hours=o["max_hours"], group_size=o["group_size"],
+        completion_len=o["completion_len"], split=o["split"], count_all=o["count_all"],
+        teacher=o["teacher"],
+    )
+
+
+@cli.command()
+@click.argument("data", required=False)
+@_setup_options
+@click.option("--tokens", type=int, default=None, help="Training tokens (x epochs) for a time estimate (no DATA).")
+@click.option("--matrix", is_flag=True, help="The playbook's sizing grid: 1k-1M examples x 1B-405B models.")
+@click.option("--plot", "plot_file", default=None, help="Write cost vs time of all plans to FILE (.html, .svg, .png).")
+@click.option("--top", default=10, show_default=True, type=int, help="Rows in the plan table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema in the README).")
+def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
+    """Without DATA: memory by component, fit and speed of one setup. With DATA: a ranked, priced plan.
+
+    DATA is a .jsonl, .json, .csv or .parquet file (or a Hub dataset id when online). Exit 1 when
+    --max-cost/--max-hours leave no plan; exit 2 on bad input.
+    """
+    if matrix:
+        from ftplan.sizing.matrix import MAX_HOURS, TOKENS_PER_EXAMPLE, sizing_matrix
+        from ftplan.sizing.prices import load_prices
+
+        cells = sizing_matrix(load_prices(o["prices_file"]), seq_len=o["seq_len"])
+        out = {"max_hours": MAX_HOURS, "tokens_per_example": TOKENS_PER_EXAMPLE, "cells": [c.to_dict() for c in cells]}
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+        else:
+            from ftplan.launcher.plan_render import print_matrix
+
+            print_matrix(out)
+        return
+    if data:
+        result = _plan(data, o).to_dict()
+        if plot_file:
+            from ftplan.launcher.plot import write_plot
+
+            path = write_plot(plot_file, result["plans"], result["pareto"], f"{result['model']['id']}: cost vs time")
+            if not as_json:
+                click.echo(f"plot written to {path}", err=True)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            from ftplan.launcher.plan_render import print_plan
+
+            print_plan(result, top=top)
+        if result["suggestion"]:
+            sys.exit(1)
+        return
+    from ftplan.sizing.estimate import estimate as run_estimate
+
+    if not o["model"] and not o["params"]:
+        raise FtplanError("give --model (e.g. --model llama-3.1-8b, or a folder with config.json) or --params 7B, "
+                          "and a data file to plan from it.")
+    result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o), gpu=o["gpu"], tokens=tokens)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     from ftplan.launcher.render import print_estimate
 
     print_estimate(result.to_dict())
+
+
+@cli.command()
+@click.option("--prices", "prices_file", default=None, help="TOML file of price rows to merge in.")
+@click.option("--json", "as_json", is_flag=True)
+def prices(prices_file, as_json) -> None:
+    """The price rows the planner uses, with sources and dates (rows over 90 days old are flagged)."""
+    from dataclasses import asdict
+    from datetime import date
+
+    from ftplan.sizing.plan import openai_status
+    from ftplan.sizing.prices import load_prices
+
+    book = load_prices(prices_file)
+    today = date.today()
+    rows = [dict(asdict(r), stale=r.age_days(today) > 90, age_days=r.age_days(today)) for r in book.gpu_rows]
+    out = {"gpu_rows": rows, "providers": book.providers, "apis": book.apis, "local": book.local,
+           "user_file": book.user_file, "stale_count": sum(r["stale"] for r in rows),
+           "openai_status": openai_status(book, today)[1]}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    from ftplan.launcher.plan_render import print_prices
+
+    print_prices(out)
+
+
+@cli.command()
+@click.argument("data")
+@_setup_options
+@click.option("--json", "as_json", is_flag=True)
+def compare(data, as_json, **o) -> None:
+    """Local box vs each cloud vs each API: time, dollars and break-even for one job on DATA."""
+    result = _plan(data, {**o, "max_cost": None, "max_hours": None})
+    local = result.local
+    rows, notes = [], list(result.notes)
+    if local is None:
+        notes.append("No local GPU found (nvidia-smi) or given: pass --local RTX-4090 (and --card-price) to compare.")
+    for p in [local] * bool(local) + [p for p in result.best_per_provider() if p.kind != "local"]:
+        saving = None if local is None or p is local else p.usd - local.usd
+        card = o["card_price"]
+        break_even = None
+        if local is not None and p is not local and card and saving and saving > 0:
+            break_even = card * local.count / saving
+        hw = "managed" if p.gpu is None else f"{p.count} x {p.gpu} ({p.adapter})"
+        rows.append({"label": p.label, "provider": p.provider, "hardware": hw, "hours": p.hours, "usd": round(p.usd, 2),
+                     "saving_vs_local": None if saving is None else round(saving, 4),
+                     "break_even_runs": None if break_even is None else round(break_even, 1)})
+    if local is not None and not o["card_price"]:
+        notes.append("Give --card-price (USD per card) to see after how many such runs the local card pays for itself.")
+    out = {"model": result.model_id, "total_tokens": result.workload.total_tokens, "rows": rows, "notes": notes,
+           "warnings": result.warnings}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    from ftplan.launcher.plan_render import print_compare
+
+    print_compare(out)
 
 
 @cli.command()

@@ -77,6 +77,9 @@ def resolve_model(model: str | None, params: str | float | None = None) -> Model
         if path.is_dir() or path.name == "config.json":
             return _from_folder(path)
         entry = _index().get(model.lower()) or _index().get(model.lower().split("/")[-1])
+        variant_of = None
+        if entry is None:
+            entry, variant_of = _variant(model)
         if entry is None:
             close = difflib.get_close_matches(model.lower(), list(_index()), n=4, cutoff=0.5)
             hint = f" Closest catalog names: {', '.join(close)}." if close else ""
@@ -86,12 +89,35 @@ def resolve_model(model: str | None, params: str | float | None = None) -> Model
                 "`ftplan models` to list the catalog, or give --params (e.g. --params 7B)."
             )
         arch = from_config(entry["config"], entry["id"])
+        if variant_of:
+            # An instruct/chat/base sibling: same config.json, so the same architecture; keep the user's id.
+            return ModelSource(arch, model, f"{entry['source']} (architecture of its sibling {variant_of})",
+                               entry.get("published_params_b"))
         return ModelSource(arch, entry["id"], entry["source"], entry.get("published_params_b"))
     if params is not None:
         count = parse_size(params)
         arch = from_param_count(count)
         return ModelSource(arch, arch.name, "--params (Llama-shaped architecture assumed)", count / 1e9, 0.25)
     raise InvalidValueError("Give --model (a catalog name or a folder with config.json) or --params 7B.")
+
+
+_VARIANT_SUFFIX = re.compile(r"(-instruct(-\d+)?|-it|-chat|-hf|-base|-pt)$", re.I)
+
+
+def _variant(model: str) -> tuple[dict | None, str | None]:
+    """The catalog entry of an instruct/chat/base sibling of `model` (Qwen2.5-7B-Instruct -> Qwen2.5-7B).
+
+    Fine-tuned siblings ship the same config.json as their base, so they share its architecture.
+    """
+    name = model.lower().split("/")[-1]
+    base = _VARIANT_SUFFIX.sub("", name)
+    inner = re.sub(r"-(instruct|chat|it)(?=-|$)", "", name, flags=re.I)  # Mistral-7B-Instruct-v0.2
+    candidates = [base, inner] + [base + s for s in ("-instruct", "-it", "-chat", "-hf", "-pt", "-base")]
+    for cand in candidates:
+        if cand != name and cand in _index():
+            entry = _index()[cand]
+            return entry, entry["id"]
+    return None, None
 
 
 def _from_folder(path: Path) -> ModelSource:
