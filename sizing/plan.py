@@ -15,7 +15,7 @@ from . import constants as C
 from .architecture import Architecture
 from .gpus import GPU, get_gpu
 from .memory import estimate_memory
-from .method import REFERENCE_FORWARD, MethodChoice
+from .method import PAIRED, REFERENCE_FORWARD, MethodChoice
 from .prices import GpuPrice, PriceBook, parse_date
 from .setup import TrainingSetup
 from .throughput import estimate_throughput, flops_per_token
@@ -142,7 +142,11 @@ class _Sizer:
         self._speed: dict = {}
 
     def setup(self, adapter: str, count: int, dist: str) -> TrainingSetup:
+        # Paired objectives forward chosen and rejected together (TRL's concatenated forward): twice the
+        # sequences per micro-batch, so twice the activations.
+        batch = self.base.micro_batch_size * (2 if self.work.objective in PAIRED else 1)
         return replace(self.base, adapter=adapter, gpus=count, distributed=dist if count > 1 else "none",
+                       micro_batch_size=batch,
                        optimizer=("paged_adamw_8bit" if adapter == "qlora" and self.base.optimizer == "adamw"
                                   else self.base.optimizer))
 

@@ -148,6 +148,8 @@ def plan_for_data(
         warnings.append(f"Padding wastes {100 * (1 - stats.padding_efficiency):.0f} % of compute at micro-batch "
                         f"{base.micro_batch_size}; --packing trains on {stats.tokens_kept:,} instead of "
                         f"{stats.padded_tokens:,} tokens per epoch.")
+    if local is None:
+        notes.append("No local GPU given or found by nvidia-smi: --local RTX-4090:2 adds your own box to the plans.")
     if not all_plans:
         notes.append("Nothing fits any GPU searched: try --adapter qlora, a shorter --seq-len, or more GPUs.")
     if not (providers and "openai" in providers):

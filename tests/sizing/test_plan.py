@@ -200,3 +200,12 @@ def test_teacher_adds_time_and_memory(book):
     assert taught.train_seconds - plain.train_seconds > floor
     assert taught.train_seconds > 3 * plain.train_seconds  # a 70B forward per token outweighs 8B LoRA training
     assert taught.per_gpu_bytes > plain.per_gpu_bytes
+
+
+def test_preference_pairs_double_the_activations_of_a_micro_batch(book):
+    kw = dict(providers={"lambda"}, gpus={"H100"}, counts={1})
+    sft = plan(book=book, **kw)[3][0]
+    dpo = plan(book=book, objective_fmt="preference", **kw)[3][0]
+    src = resolve_model("llama-3.1-8b")
+    two = estimate_memory(src.arch, TrainingSetup(micro_batch_size=2)).per_gpu
+    assert dpo.per_gpu_bytes == two > sft.per_gpu_bytes
