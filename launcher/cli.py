@@ -75,6 +75,8 @@ def _setup_options(f):
         click.option("--epochs", type=int, default=None, help="[default: 1-3 by data size]"),
         click.option("--verifier", default=None, help="GRPO reward function or verifier (module:function)."),
         click.option("--teacher", default=None, help="Distillation teacher model (adds its forward pass)."),
+        click.option("--precompute-ref", "precompute_ref", is_flag=True,
+                     help="DPO/KTO: reference log-probs computed once up front (TRL precompute_ref_log_probs)."),
         click.option("--tokenizer", default=None, help="tokenizer.json (or its folder) for exact token counts."),
         click.option("--count-all", "count_all", is_flag=True,
                      help="Tokenize every sequence (default: the first 50k, then 1 in 20, the rest fitted)."),
@@ -147,7 +149,7 @@ def _plan(data: str, o: dict):
         counts={o["gpus"]} if o["gpus"] else None, providers=providers, local=local, prices=book,
         region=o["region"], max_cost=o["max_cost"], max_hours=o["max_hours"], group_size=o["group_size"],
         completion_len=o["completion_len"], split=o["split"], count_all=o["count_all"],
-        teacher=o["teacher"],
+        teacher=o["teacher"], precompute_ref=o["precompute_ref"],
     )
 
 

@@ -36,6 +36,7 @@ class Workload:
     prompts: int = 0  # GRPO: prompts per epoch
     group_size: int = 8  # GRPO: completions per prompt
     completion_len: int = 256  # GRPO: generated tokens per completion
+    precomputed_reference: bool = False  # DPO/KTO: reference log-probs computed once before training
     teacher_params: int = 0  # distillation with on-the-fly teacher logits: the teacher's forward per token
 
     @property
@@ -166,7 +167,9 @@ class _Sizer:
             secs = self.work.total_tokens / tput
             if self.work.objective in REFERENCE_FORWARD:  # frozen reference model's forward of every sequence
                 parts = flops_per_token(self.arch, speed_setup)
-                secs *= 1 + parts["forward"] / sum(parts.values())
+                ref = parts["forward"] / sum(parts.values())
+                # precompute_ref_log_probs: one pass over the data up front instead of one per step
+                secs *= 1 + (ref / self.work.epochs if self.work.precomputed_reference else ref)
             if self.work.teacher_params:  # teacher forward (2 FLOPs per parameter per token) at the same MFU
                 mfu = estimate_throughput(self.arch, speed_setup, gpu).mfu
                 secs += self.work.total_tokens * 2 * self.work.teacher_params / (

@@ -117,6 +117,7 @@ def plan_for_data(
     split: str = "train",
     count_all: bool = False,
     teacher: str | None = None,
+    precompute_ref: bool = False,
     today: date | None = None,
 ) -> PlanResult:
     base = (setup or TrainingSetup()).validate()
@@ -135,6 +136,10 @@ def plan_for_data(
                        lora_rank=lora_rank, epochs=epochs)
     base = replace(base, lora_rank=choice.lora_rank, lora_alpha=lora_alpha or choice.lora_alpha)
     work = make_workload(stats, choice, packing=packing, group_size=group_size, completion_len=completion_len)
+    if precompute_ref:
+        if choice.objective not in ("dpo", "kto"):
+            raise InvalidValueError(f"--precompute-ref is for DPO and KTO (this plan is {choice.objective}).")
+        work = replace(work, precomputed_reference=True)
     if teacher:
         if choice.objective != "distillation":
             raise InvalidValueError(f"--teacher is for --method distillation (this plan is {choice.objective}).")

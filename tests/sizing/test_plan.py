@@ -94,6 +94,14 @@ def test_reference_forward_makes_dpo_slower_than_simpo_like_sft(book):
     assert dpo.train_seconds > 1.2 * sft.train_seconds
 
 
+def test_precomputed_reference_costs_one_pass_not_one_per_epoch(book):
+    kw = dict(providers={"lambda"}, gpus={"H100"}, counts={1}, objective_fmt="preference")
+    live = plan(book=book, **kw)[3][0]
+    pre = plan(book=book, work={"precomputed_reference": True}, **kw)[3][0]
+    sft = plan(book=book, providers={"lambda"}, gpus={"H100"}, counts={1})[3][0]
+    assert live.train_seconds > pre.train_seconds > sft.train_seconds * 0.99
+
+
 def test_grpo_generation_dominates(book):
     work = {"prompts": 10_000, "group_size": 8, "completion_len": 256}
     grpo = plan(book=book, providers={"lambda"}, gpus={"H100"}, counts={1}, objective_fmt="prompt_only",
