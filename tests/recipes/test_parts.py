@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from ftplan.recipes.backend import lora_targets, select_backend
+from ftplan.recipes.checkpoints import last_complete, mark_complete
+from ftplan.recipes.events import EventWriter, read_events, validate_event
+from ftplan.recipes.launch import accelerate_config, training_command
+from ftplan.recipes.rewards import brevity, exact_answer, load_reward
+from ftplan.sizing.errors import FtplanError
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(adapter="lora", objective="sft", cuda=True, unsloth_installed=True), "unsloth"),
+    (dict(adapter="qlora", objective="dpo", cuda=True, unsloth_installed=True), "unsloth"),
+    (dict(adapter="lora", objective="sft", cuda=False, unsloth_installed=True), "peft"),
+    (dict(adapter="lora", objective="sft", cuda=True, unsloth_installed=False), "peft"),
+    (dict(adapter="lora", objective="sft", cuda=True, unsloth_installed=True, gpus=4), "peft"),
+    (dict(adapter="dora", objective="sft", cuda=True, unsloth_installed=True), "peft"),
+    (dict(adapter="lora", objective="simpo", cuda=True, unsloth_installed=True), "peft"),
+    (dict(adapter="full", objective="sft", cuda=True, unsloth_installed=True), "full"),
+])
+def test_backend_selection_says_why(kw, name):
+    b = select_backend(**kw)
+    assert b.name == name and len(b.reason) > 10
+
+
+def test_lora_target_names():
+    assert lora_targets("all-linear") == "all-linear"
+    assert lora_targets("q,v") == ["q_proj", "v_proj"]
+    assert lora_targets("mlp") == ["gate_proj", "up_proj", "down_proj"]
+    assert lora_targets("c_attn,w1") == ["c_attn", "w1"]
+
+
+def test_events_reader_never_returns_a_half_written_line(tmp_path):
+    w = EventWriter(tmp_path / "e.jsonl")
+    w.emit("started", objective="sft")
+    w.emit("step", step=1, total=2, loss=1.0)
+    with open(tmp_path / "e.jsonl", "a") as fh:
+        fh.write('{"type": "step", "ste')  # a writer mid-line
+    pairs, offset = read_events(tmp_path / "e.jsonl")
+    assert [e["type"] for _, e in pairs] == ["started", "step"]
+    assert all(validate_event(e) == [] for _, e in pairs)
+    with open(tmp_path / "e.jsonl", "a") as fh:
+        fh.write('p": 2, "total": 2, "time": 1}\n')
+    more, _ = read_events(tmp_path / "e.jsonl", offset)
+    assert [(seq, e["step"]) for seq, e in more] == [(offset, 2)]
+    assert validate_event({"type": "step", "time": 1}) == ["step event without 'step'", "step event without 'total'"]
+    with pytest.raises(ValueError):
+        w.emit("exploded")
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+    mark_complete(root / "checkpoint-2", 2)
+    mark_complete(root / "checkpoint-4", 4)
+    assert last_complete(root) == root / "checkpoint-4"  # checkpoint-6 has no marker: never loaded
+    assert last_complete(tmp_path / "none") is None
+
+
+def test_multi_gpu_runs_through_accelerate_with_a_config_from_the_plan(tmp_path):
+    import yaml
+
+    cmd = training_command("r.yaml", tmp_path, tmp_path / "e.jsonl", gpus=4, distributed="fsdp")
+    assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
+    cfg = yaml.safe_load((tmp_path / "accelerate.yaml").read_text())
+    assert cfg["distributed_type"] == "FSDP" and cfg["num_processes"] == 4
+    assert "ftplan.recipes.train" in cmd
+    assert accelerate_config(8, "zero3")["deepspeed_config"]["zero_stage"] == 3
+    single = training_command("r.yaml", tmp_path, tmp_path / "e.jsonl", gpus=1, resume=True)
+    assert single[1:3] == ["-m", "ftplan.recipes.train"] and "--resume" in single
+
+
+def test_rewards():
+    assert exact_answer(["it is 42", "41"], answer=["42", "42"]) == [1.0, 0.0]
+    assert exact_answer([[{"role": "assistant", "content": "7"}]], answer=[7]) == [1.0]
+    assert brevity(["short", "word " * 300]) == [1.0, 0.0]
+    assert load_reward("ftplan.recipes.rewards:brevity") is brevity
+    with pytest.raises(FtplanError, match="module:function"):
+        load_reward("brevity")
+    with pytest.raises(FtplanError, match="cannot be imported"):
+        load_reward("nope.mod:f")
+    json.dumps({})
