@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -120,6 +122,14 @@ def _training_setup(o: dict):
     )
 
 
+def _speed_corrections() -> dict:
+    """Measured/predicted speed per GPU from the user's finished runs; {} when there is no job store yet."""
+    from ftplan.launcher.jobstore import JobStore, default_path
+
+    path = default_path()
+    return JobStore(path).speed_corrections() if path.exists() else {}
+
+
 def _plan(data: str, o: dict):
     """Run the data -> plan pipeline with the CLI's options."""
     from ftplan.launcher.localgpu import local_box
@@ -149,6 +159,7 @@ def _plan(data: str, o: dict):
         counts={o["gpus"]} if o["gpus"] else None, providers=providers, local=local, prices=book,
         region=o["region"], max_cost=o["max_cost"], max_hours=o["max_hours"], group_size=o["group_size"],
         completion_len=o["completion_len"], split=o["split"], count_all=o["count_all"],
+        speed_corrections=_speed_corrections(),
         teacher=o["teacher"], precompute_ref=o["precompute_ref"],
     )
 
@@ -202,7 +213,8 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
     if not o["model"] and not o["params"]:
         raise FtplanError("give --model (e.g. --model llama-3.1-8b, or a folder with config.json) or --params 7B, "
                           "and a data file to plan from it.")
-    result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o), gpu=o["gpu"], tokens=tokens)
+    result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o), gpu=o["gpu"], tokens=tokens,
+                          speed_corrections=_speed_corrections())
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -322,6 +334,237 @@ def gpus(as_json: bool) -> None:
                       f"{g['power_w']:g}", f"{g['interconnect']} {g['interconnect_gbs']:g}", g["as_of"],
                       g["source"][:60])
     Console().print(table)
+
+
+# --- recipes and runs -------------------------------------------------------------------------------
+
+
+def _presets() -> dict[str, str]:
+    from importlib import resources
+
+    folder = resources.files("ftplan.recipes").joinpath("presets")
+    return {f.name[:-5]: f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".yaml")}
+
+
+@cli.command()
+@click.argument("method", required=False)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+def init(method, output) -> None:
+    """Write a commented recipe preset for METHOD (lora-sft, dpo, grpo, merge, ...)."""
+    presets = _presets()
+    if not method or method not in presets:
+        known = ", ".join(sorted(presets))
+        raise FtplanError(f"give a method: {known}." if not method else
+                          f"no preset {method!r}; choose one of {known}.")
+    if output:
+        path = Path(output)
+        if path.exists():
+            raise FtplanError(f"{path} exists; pick another name or delete it first.")
+        path.write_text(presets[method], encoding="utf-8")
+        click.echo(f"wrote {path}: edit model and data, then `ftplan plan {path}`", err=True)
+    else:
+        click.echo(presets[method], nl=False)
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi].")
+@click.option("--electricity", type=float, default=None, help="USD per kWh for the local box.")
+@click.option("--prices", "prices_file", default=None, help="TOML file of price rows.")
+@click.option("--top", default=10, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def plan(recipe, local, electricity, prices_file, top, as_json) -> None:
+    """The estimate for a recipe: the same plan `ftplan estimate DATA` gives with the recipe's settings."""
+    from ftplan.launcher.localgpu import local_box
+    from ftplan.launcher.runs import recipe_plan
+    from ftplan.recipes.schema import load_recipe
+    from ftplan.sizing.prices import load_prices
+
+    r = load_recipe(recipe)
+    if r.method.objective == "merge":
+        raise FtplanError(f"{recipe}: a merge recipe trains nothing; it runs in minutes on a CPU (ftplan run "
+                          f"{recipe} --provider local).")
+    book = load_prices(prices_file)
+    result = recipe_plan(r, local_box(local, book, electricity, None, None), book).to_dict()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from ftplan.launcher.plan_render import print_plan
+
+    print_plan(result, top=top)
+
+
+def _store():
+    from ftplan.launcher.jobstore import JobStore
+
+    return JobStore()
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--provider", default="local", show_default=True, help="local (modal, together, openai: coming)")
+@click.option("--detach", is_flag=True, help="Start and return; follow with `ftplan logs ID --follow`.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
+@click.option("--max-cost", "max_cost", type=float, default=None, help="Refuse or stop the run above this many USD.")
+@click.option("--resume", "resume_job", default=None, help="Continue job ID from its last complete checkpoint.")
+@click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi].")
+@click.option("--electricity", type=float, default=None, help="USD per kWh for the local box.")
+def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity) -> None:
+    """Run RECIPE: show the plan, ask, start the training program, and show it live."""
+    from rich.console import Console
+
+    from ftplan.launcher.localgpu import local_box
+    from ftplan.launcher.runs import recipe_plan, record_actuals, start_local, watch
+    from ftplan.recipes.data import check_data
+    from ftplan.recipes.schema import load_recipe
+    from ftplan.sizing.prices import load_prices
+
+    if provider != "local":
+        raise FtplanError(f"--provider {provider}: only 'local' runs in this version; Modal, Together and OpenAI "
+                          "are planned (`ftplan estimate DATA` already prices them).")
+    if max_cost is not None and max_cost <= 0:
+        raise FtplanError(f"--max-cost {max_cost:g} is impossible: give a positive number of USD.")
+    console = Console(stderr=False)
+    r = load_recipe(recipe)
+    if r.method.objective != "merge":
+        check_data(r)  # every line, before anything starts
+    book = load_prices()
+    box = local_box(local, book, electricity, None, None)
+    plan_dict, usd_per_hour, planned = None, 0.0, None
+    if r.method.objective != "merge":
+        try:
+            result = recipe_plan(r, box, book)
+            plan_dict = result.to_dict()
+        except FtplanError as exc:  # an architecture the planner cannot read: run anyway, say so
+            console.print(f"[yellow]no estimate:[/] {exc}")
+        if plan_dict:
+            lp = plan_dict.get("local")
+            if lp:
+                usd_per_hour, planned = lp["usd_per_hour"], lp["usd"]
+                console.print(f"Plan on {lp['label']}: {lp['adapter']}, {lp['per_gpu_bytes'] / 2**30:,.1f} of "
+                              f"{lp['gpu_memory_bytes'] / 2**30:,.0f} GiB per GPU, ~{lp['hours'] * 60:,.0f} min, "
+                              f"~${lp['usd']:,.2f} of power.")
+            else:
+                console.print("No local GPU (nvidia-smi found none; --local names one): the run uses the CPU, "
+                              "which the planner does not time. Fine for tiny models; use a GPU for real ones.")
+            if plan_dict.get("cheapest"):
+                c = plan_dict["cheapest"]
+                console.print(f"[dim]For comparison, the cheapest plan anywhere: {c['label']} "
+                              f"{c['count'] or ''} {c['gpu'] or ''} ${c['usd']:,.2f}.[/]")
+    if max_cost is not None and planned is not None and planned > max_cost:
+        raise FtplanError(f"the plan costs ${planned:,.2f}, above --max-cost {max_cost:g}; nothing was started.")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FtplanError("not starting without a yes: run in a terminal to answer, or pass --yes.")
+        if not click.confirm(f"Start {r.name or recipe} on the local machine?", default=True):
+            click.echo("Not started.")
+            return
+    store = _store()
+    job_id = start_local(store, recipe, r, plan=plan_dict, usd_per_hour=usd_per_hour, resume_job=resume_job)
+    click.echo(f"job {job_id} started (output {store.get(job_id)['output_dir']})")
+    if detach:
+        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Status: ftplan status {job_id}   "
+                   f"Stop: ftplan cancel {job_id}")
+        return
+    job = watch(store, job_id, label=r.name or Path(recipe).stem, usd_per_hour=usd_per_hour, planned_usd=planned,
+                max_cost=max_cost, console=console)
+    record_actuals(store, job)
+    if job["status"] == "failed":
+        click.echo(f"job {job_id} failed: {job.get('error')}. Checkpoints are kept in {job['output_dir']}; "
+                   f"`ftplan run {recipe} --resume {job_id}` continues.", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=30, show_default=True, type=int)
+def jobs(as_json, limit) -> None:
+    """Jobs in the store, newest first."""
+    from ftplan.launcher.follow import sync
+    from ftplan.launcher.jobstore import TERMINAL
+
+    store = _store()
+    rows = []
+    for job in store.list(limit):
+        if job["status"] not in TERMINAL:
+            job, _ = sync(store, job["id"])
+        rows.append(job)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ftplan jobs ({store.path})")
+    for col in ("id", "name", "provider", "status", "created", "USD"):
+        table.add_column(col)
+    for j in rows:
+        usd = (j.get("actuals") or {}).get("usd")
+        table.add_row(j["id"], j["name"] or "", j["provider"], j["status"],
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"])),
+                      "" if usd is None else f"${usd:,.4f}")
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(job_id, as_json) -> None:
+    """One job: status, progress, actuals and where its outputs are."""
+    from ftplan.launcher.follow import sync
+
+    store = _store()
+    job, _ = sync(store, job_id)
+    last_step = next((e for e in reversed(store.events(job["id"])) if e.get("type") == "step"), None)
+    if as_json:
+        click.echo(json.dumps({**job, "last_step": last_step}, indent=2, default=str))
+        return
+    click.echo(f"job {job['id']} ({job['name']}) on {job['provider']}: {job['status']}")
+    if last_step:
+        click.echo(f"  step {last_step.get('step')}/{last_step.get('total')}, loss {last_step.get('loss')}")
+    if job.get("actuals"):
+        a = job["actuals"]
+        click.echo(f"  actuals: {a.get('wall_seconds')} s, {a.get('tokens_per_second')} tokens/s, peak "
+                   f"{(a.get('peak_memory_bytes') or 0) / 2**30:.2f} GiB, ${a.get('usd')}")
+    if job.get("error"):
+        click.echo(f"  error: {job['error']}")
+    click.echo(f"  output: {job['output_dir']}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Raw events, one JSON object a line.")
+def logs(job_id, follow, as_json) -> None:
+    """A job's events; --follow keeps going until it ends (works for detached runs)."""
+    from ftplan.launcher.follow import sync
+    from ftplan.launcher.jobstore import TERMINAL
+    from ftplan.launcher.runs import format_event
+
+    store = _store()
+    job, _ = sync(store, job_id)
+    last = -1
+    while True:
+        for e in store.events(job["id"], last):
+            last = e.pop("_seq")
+            click.echo(json.dumps(e, default=str) if as_json else format_event(e))
+        if not follow or job["status"] in TERMINAL:
+            break
+        time.sleep(0.5)
+        job, _ = sync(store, job["id"])
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", default=30.0, show_default=True, type=float, help="Seconds to wait for the checkpoint.")
+def cancel(job_id, wait) -> None:
+    """Stop a job gracefully: it writes a checkpoint, then stops."""
+    from ftplan.launcher.runs import cancel_job
+
+    job = cancel_job(_store(), job_id, wait)
+    click.echo(f"job {job['id']}: {job['status']}" + (f" (checkpoints in {job['output_dir']})"
+                                                      if job.get("output_dir") else ""))
+
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ returned dict is the stable `--json` schema documented in the README.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .catalog import ModelSource, resolve_model
 from .errors import InvalidValueError
@@ -99,8 +99,13 @@ def estimate(
     setup: TrainingSetup | None = None,
     gpu: str | None = None,
     tokens: int | None = None,
+    speed_corrections: dict[str, tuple[float, int]] | None = None,
 ) -> Estimate:
-    """Size one training configuration: `estimate("llama-3.1-8b", gpu="L4").to_dict()`."""
+    """Size one training configuration: `estimate("llama-3.1-8b", gpu="L4").to_dict()`.
+
+    `speed_corrections` maps a GPU name to (measured / predicted tokens/s, runs) from the user's own
+    runs (the job store); the speed on that GPU is scaled by it and the output says so.
+    """
     setup = (setup or TrainingSetup()).validate()
     src = resolve_model(model, params)
     card = get_gpu(gpu or DEFAULT_GPU)
@@ -121,4 +126,9 @@ def estimate(
         )
     mem = estimate_memory(arch, setup)
     tput = estimate_throughput(arch, setup, card)
+    if speed_corrections and card.name in speed_corrections:
+        factor, runs = speed_corrections[card.name]
+        tput = replace(tput, tokens_per_second=tput.tokens_per_second * factor)
+        warnings.append(f"Speed on {card.name} scaled by {factor:.2f}: the median of measured / predicted "
+                        f"tokens/s over your {runs} run(s) on it (job store).")
     return Estimate(src, setup, card, mem, tput, tokens, warnings)

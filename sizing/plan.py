@@ -137,8 +137,10 @@ def _generation_seconds(arch: Architecture, setup: TrainingSetup, gpu: GPU, work
 class _Sizer:
     """Memoised memory and speed for one model and workload across the search."""
 
-    def __init__(self, arch: Architecture, base: TrainingSetup, work: Workload):
+    def __init__(self, arch: Architecture, base: TrainingSetup, work: Workload,
+                 speed_corrections: dict[str, tuple[float, int]] | None = None):
         self.arch, self.base, self.work = arch, base, work
+        self.corrections = speed_corrections or {}
         self._mem: dict = {}
         self._speed: dict = {}
 
@@ -164,6 +166,7 @@ class _Sizer:
         if key not in self._speed:
             speed_setup = replace(setup, seq_len=max(16, min(setup.seq_len, self.work.mean_sequence)))
             tput = estimate_throughput(self.arch, speed_setup, gpu).tokens_per_second
+            tput *= self.corrections.get(gpu.name, (1.0, 0))[0]  # the user's own measured runs on this GPU
             secs = self.work.total_tokens / tput
             if self.work.objective in REFERENCE_FORWARD:  # frozen reference model's forward of every sequence
                 parts = flops_per_token(self.arch, speed_setup)
@@ -209,11 +212,14 @@ def search(
     local: LocalBox | None = None,
     region: str = "none",
     today: date | None = None,
+    speed_corrections: dict[str, tuple[float, int]] | None = None,
 ) -> tuple[list[Plan], list[str]]:
     """All plans that fit, cheapest first, and notes on what was left out and why."""
-    sizer = _Sizer(arch, base, work)
+    sizer = _Sizer(arch, base, work, speed_corrections)
     plans: list[Plan] = []
     notes: list[str] = []
+    for name, (factor, runs) in sorted((speed_corrections or {}).items()):
+        notes.append(f"Speed on {name} scaled by {factor:.2f} from your {runs} measured run(s) (job store).")
     for row in book.gpu_rows:
         if (providers and row.provider not in providers) or (gpus and row.gpu not in gpus):
             continue

@@ -118,6 +118,7 @@ def plan_for_data(
     count_all: bool = False,
     teacher: str | None = None,
     precompute_ref: bool = False,
+    speed_corrections: dict[str, tuple[float, int]] | None = None,
     today: date | None = None,
 ) -> PlanResult:
     base = (setup or TrainingSetup()).validate()
@@ -146,7 +147,8 @@ def plan_for_data(
         work = replace(work, teacher_params=resolve_model(teacher).arch.total_params)
     book = prices or load_prices()
     all_plans, notes = search(arch, work, choice, base, book, gpus=gpus, counts=counts, providers=providers,
-                              local=local, region=region, today=today)
+                              local=local, region=region, today=today,
+                              speed_corrections=speed_corrections)
     kept, suggestion = apply_limits(all_plans, max_cost, max_hours)
     warnings = list(choice.warnings) + stats.warning_lines()
     if not packing and stats.padding_efficiency < 0.8 and choice.objective not in PAIRED + ("grpo",):

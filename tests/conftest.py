@@ -12,5 +12,6 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_user_config(tmp_path_factory, monkeypatch):
-    """No test reads the developer's ~/.config/ftplan/prices.toml."""
+    """No test reads the developer's ~/.config/ftplan/prices.toml or job store."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    monkeypatch.setenv("FTPLAN_HOME", str(tmp_path_factory.mktemp("ftplan-home")))

@@ -138,3 +138,18 @@ def test_plan_path_imports_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_estimate_uses_the_users_measured_speed(tmp_path):
+    from ftplan.launcher.jobstore import JobStore
+
+    env = {"FTPLAN_HOME": str(tmp_path)}
+    base = json.loads(run("estimate", "--model", "llama-3.1-8b", "--gpu", "L4", "--json", env=env).output)
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.record_measurement("L4", "j1", 1000.0, 500.0, None, None)
+    slow = json.loads(run("estimate", "--model", "llama-3.1-8b", "--gpu", "L4", "--json", env=env).output)
+    assert slow["throughput"]["tokens_per_second"] == pytest.approx(base["throughput"]["tokens_per_second"] / 2, 0.01)
+    assert any("scaled by 0.50" in w for w in slow["warnings"])
+    plan = json.loads(run("estimate", EXAMPLES / "chat.jsonl", "--model", "llama-3.1-8b", "--gpu", "L4", "--json",
+                          env=env).output)
+    assert any("scaled by 0.50" in n for n in plan["notes"])

@@ -1,0 +1,128 @@
+"""The live view of a run: progress with ETA, a loss sparkline, tokens/s, peak memory, dollars so far.
+
+It only reads events, so local runs, Modal runs and managed-API jobs look the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+GIB = 2**30
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    vals = [v for v in values if v is not None][-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, int((v - lo) / span * (len(BLOCKS) - 1)))] for v in vals)
+
+
+class RunState:
+    """What the view shows, folded from events."""
+
+    def __init__(self, job_id: str, label: str, usd_per_hour: float = 0.0, planned_usd: float | None = None):
+        self.job_id, self.label = job_id, label
+        self.usd_per_hour, self.planned_usd = usd_per_hour, planned_usd
+        self.step = self.total = 0
+        self.losses: list[float] = []
+        self.tokens_per_second: float | None = None
+        self.peak: int | None = None
+        self.memory_metric = ""
+        self.status = "starting"
+        self.started_at: float | None = None
+        self.last_time: float | None = None
+        self.messages: list[str] = []
+        self.usd_reported: float | None = None
+        self.eval: dict = {}
+
+    def add(self, e: dict) -> None:
+        kind = e.get("type")
+        self.last_time = e.get("time", self.last_time)
+        if kind == "started":
+            self.status = "running"
+            self.started_at = e.get("time")
+            self.messages.append(f"backend {e.get('backend')}: {e.get('backend_reason', '')}")
+        elif kind == "step":
+            self.step, self.total = e.get("step", self.step), e.get("total", self.total)
+            if e.get("loss") is not None:
+                self.losses.append(float(e["loss"]))
+            self.tokens_per_second = e.get("tokens_per_second") or self.tokens_per_second
+            self.peak = e.get("peak_memory_bytes", self.peak)
+            self.memory_metric = e.get("memory_metric", self.memory_metric)
+        elif kind == "eval":
+            self.eval = {k: v for k, v in e.items() if k.startswith("eval_")}
+        elif kind == "checkpoint":
+            self.messages.append(f"checkpoint at step {e.get('step')}")
+        elif kind == "cost":
+            self.usd_reported = e.get("usd")
+        elif kind == "log" and e.get("level") in ("warning", "error", "info") and e.get("message"):
+            self.messages.append(str(e["message"]))
+        elif kind == "finished":
+            self.status = e.get("status", "completed")
+            if e.get("usd") is not None:
+                self.usd_reported = e["usd"]
+        elif kind == "failed":
+            self.status = "failed"
+            self.messages.append(f"error: {e.get('error')}")
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        end = self.last_time if self.status in ("completed", "failed", "cancelled") else time.time()
+        return max(0.0, (end or time.time()) - self.started_at)
+
+    @property
+    def usd(self) -> float:
+        return self.usd_reported if self.usd_reported is not None else self.usd_per_hour * self.elapsed / 3600
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.step or not self.total or self.step >= self.total:
+            return None
+        return self.elapsed / self.step * (self.total - self.step)
+
+    @property
+    def projected_usd(self) -> float | None:
+        if not self.step or not self.total:
+            return None
+        return self.usd * self.total / self.step
+
+
+def render(state: RunState):
+    done = state.step / state.total if state.total else 0.0
+    bar_w = 40
+    bar = "█" * int(done * bar_w) + "░" * (bar_w - int(done * bar_w))
+    eta = state.eta_seconds
+    head = Text.assemble((f"{state.label} ", "bold"), (f"[{state.status}] ", "cyan"), f"job {state.job_id}")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("progress", f"{bar} {state.step}/{state.total or '?'} steps" +
+                  (f"  ETA {eta / 60:,.1f} min" if eta else ""))
+    if state.losses:
+        table.add_row("loss", f"{sparkline(state.losses)}  {state.losses[-1]:.4f}")
+    if state.eval:
+        table.add_row("eval", ", ".join(f"{k[5:]} {v:.4g}" for k, v in state.eval.items()
+                                        if isinstance(v, (int, float)) and "loss" in k))
+    if state.tokens_per_second:
+        table.add_row("tokens/s", f"{state.tokens_per_second:,.0f}")
+    if state.peak:
+        table.add_row("peak memory", f"{state.peak / GIB:,.2f} GiB ({state.memory_metric})")
+    spent = f"${state.usd:,.4f} so far"
+    if state.projected_usd is not None:
+        spent += f", ~${state.projected_usd:,.4f} projected"
+    if state.planned_usd is not None:
+        spent += f" (plan ${state.planned_usd:,.4f})"
+    table.add_row("cost", spent)
+    table.add_row("elapsed", f"{state.elapsed:,.0f} s")
+    for msg in state.messages[-3:]:
+        table.add_row("", Text(msg[:160], style="dim"))
+    return Group(head, table)

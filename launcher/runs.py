@@ -1,0 +1,158 @@
+"""`ftplan run` for the local provider: plan, ask, start, watch; and the helpers `status`/`logs`/`cancel` use.
+
+Money is never spent without a shown estimate and a yes (or `--yes`), and never past
+`--max-cost`: the plan is refused up front when it costs more, and a run whose projection
+crosses the limit is cancelled (it checkpoints first).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from ftplan.providers import local as local_provider
+from ftplan.recipes.schema import Recipe
+from ftplan.sizing.errors import FtplanError
+
+from .follow import sync
+from .jobstore import TERMINAL, JobStore
+
+
+def recipe_plan(recipe: Recipe, local=None, prices=None):
+    """The planner's answer for a recipe (same as `ftplan estimate DATA` with the recipe's settings)."""
+    from ftplan.sizing.planner import plan_for_data
+    from ftplan.sizing.setup import TrainingSetup
+
+    if recipe.method.objective == "merge":
+        return None
+    hp, m = recipe.hyperparameters, recipe.method
+    setup = TrainingSetup(
+        adapter=m.adapter, lora_rank=m.lora.rank, lora_alpha=m.lora.effective_alpha, lora_targets=m.lora.targets,
+        seq_len=hp.max_seq_length, micro_batch_size=hp.batch_size, grad_accum=hp.gradient_accumulation,
+        gradient_checkpointing=hp.gradient_checkpointing, optimizer=hp.optimizer,
+        precision="bf16" if hp.precision == "bf16" else hp.precision,
+    )
+    gpus = {recipe.hardware.gpu} if recipe.hardware.gpu else None
+    counts = {recipe.hardware.gpus} if recipe.hardware.gpus else None
+    if gpus:
+        from ftplan.sizing.gpus import get_gpu
+
+        gpus = {get_gpu(g).name for g in gpus}
+    return plan_for_data(
+        recipe.data.path, recipe.model, setup=setup, method=m.objective, adapter=m.adapter, lora_rank=m.lora.rank,
+        lora_alpha=m.lora.effective_alpha, epochs=max(1, math.ceil(hp.epochs)), packing=hp.packing,
+        verifier=",".join(m.rewards) or None, gpus=gpus, counts=counts, local=local, prices=prices,
+        group_size=m.num_generations, completion_len=m.max_completion_length, split=recipe.data.split,
+        precompute_ref=m.precompute_ref and m.objective in ("dpo", "kto"),
+        teacher=m.teacher if m.objective == "distillation" and m.generate_with_teacher else None,
+    )
+
+
+def start_local(store: JobStore, recipe_path: str, recipe: Recipe, *, plan: dict | None, usd_per_hour: float,
+                resume_job: str | None = None) -> str:
+    out = Path(recipe.output.dir).resolve()
+    if resume_job:
+        old = store.get(resume_job)
+        out = Path(old["output_dir"])
+    events = out / "events.jsonl"
+    job_id = store.create("local", recipe_path=str(Path(recipe_path).resolve()), recipe_hash=recipe.digest(),
+                          name=recipe.name or Path(recipe_path).stem, plan=plan, output_dir=str(out),
+                          events_path=str(events), status="submitted")
+    # A resumed run appends to the same events file: start reading at its current end.
+    if events.exists():
+        store.update(job_id, events_offset=events.stat().st_size)
+    pid = local_provider.submit(str(Path(recipe_path).resolve()), out, events, plan=plan, usd_per_hour=usd_per_hour,
+                                resume=bool(resume_job), gpus=recipe.hardware.gpus or 1,
+                                distributed=recipe.hardware.distributed)
+    store.merge_provider_ids(job_id, pid=pid, usd_per_hour=usd_per_hour)
+    return job_id
+
+
+def cancel_job(store: JobStore, job_id: str, wait: float = 0.0) -> dict:
+    job, _ = sync(store, job_id)
+    if job["status"] in TERMINAL:
+        raise FtplanError(f"job {job['id']} has already ended ({job['status']}); nothing to cancel.")
+    if job["provider"] != "local":
+        raise FtplanError(f"cancelling {job['provider']} jobs arrives with that provider; job {job['id']} is "
+                          "untouched.")
+    if not local_provider.cancel(job["provider_ids"].get("pid")):
+        job, _ = sync(store, job_id)
+        return job
+    store.update(job["id"], status="cancelling")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        job, _ = sync(store, job["id"])
+        if job["status"] in TERMINAL:
+            break
+        time.sleep(0.2)
+    return store.get(job["id"])
+
+
+def watch(store: JobStore, job_id: str, *, label: str, usd_per_hour: float, planned_usd: float | None,
+          max_cost: float | None, console, live: bool = True, poll: float = 0.5) -> dict:
+    """Follow a job until it ends, drawing the live view; Ctrl-C stops watching, not the job."""
+    from rich.live import Live
+
+    from .progress import RunState, render
+
+    state = RunState(job_id, label, usd_per_hour, planned_usd)
+    for e in store.events(job_id):
+        state.add(e)
+    stopped_for_cost = False
+    try:
+        with Live(render(state), console=console, refresh_per_second=4, transient=False, auto_refresh=live) as view:
+            while True:
+                job, new = sync(store, job_id)
+                for e in new:
+                    state.add(e)
+                if job["status"] in TERMINAL:
+                    state.status = job["status"]
+                    view.update(render(state), refresh=True)
+                    break
+                proj = state.projected_usd
+                if max_cost is not None and proj is not None and proj > max_cost and not stopped_for_cost:
+                    stopped_for_cost = True
+                    state.messages.append(f"projected ${proj:,.2f} > --max-cost {max_cost:g}: cancelling "
+                                          "(a checkpoint is written first)")
+                    cancel_job(store, job_id)
+                view.update(render(state), refresh=True)
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        console.print(f"Stopped watching; job {job_id} keeps running. Follow it with `ftplan logs {job_id} "
+                      f"--follow`, stop it with `ftplan cancel {job_id}`.")
+    return store.get(job_id)
+
+
+def record_actuals(store: JobStore, job: dict) -> None:
+    """Predicted vs actual for a finished GPU run: what `ftplan estimate` uses to correct its speed."""
+    plan, actual = job.get("plan") or {}, job.get("actuals") or {}
+    local = (plan or {}).get("local") or {}
+    if job["status"] != "completed" or not local.get("gpu") or not actual.get("tokens_per_second"):
+        return
+    store.record_measurement(local["gpu"], job["id"], local.get("tokens_per_second"), actual["tokens_per_second"],
+                             local.get("per_gpu_bytes"), actual.get("peak_memory_bytes"))
+
+
+def format_event(e: dict) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(e.get("time", 0)))
+    kind = e.get("type")
+    if kind == "step":
+        tps = e.get("tokens_per_second")
+        return (f"{t} step {e.get('step')}/{e.get('total')} loss {e.get('loss', float('nan')):.4f} "
+                f"lr {e.get('lr') or 0:.3g}" + (f" {tps:,.0f} tok/s" if tps else ""))
+    if kind == "checkpoint":
+        return f"{t} checkpoint step {e.get('step')}: {e.get('path')}"
+    if kind == "eval":
+        return f"{t} eval " + ", ".join(f"{k}={v:.4g}" for k, v in e.items()
+                                        if k.startswith("eval_") and isinstance(v, (int, float)))
+    if kind == "started":
+        return f"{t} started {e.get('objective')} ({e.get('adapter')}) on {e.get('device')}, backend " \
+               f"{e.get('backend')}: {e.get('backend_reason')}"
+    if kind == "finished":
+        return f"{t} finished: {e.get('status')}" + (f" -> {e.get('output')}" if e.get("output") else "")
+    if kind == "failed":
+        return f"{t} FAILED: {e.get('error')}"
+    if kind == "cost":
+        return f"{t} cost so far ${e.get('usd', 0):,.4f}"
+    return f"{t} {kind}: {e.get('message') or e.get('values') or ''}"

@@ -1,0 +1,106 @@
+"""`ftplan run --provider local` end to end on a tiny model, through the real CLI and subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from ftplan.recipes.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def ftplan(*args, env, timeout=240, check=True):
+    res = subprocess.run([sys.executable, "-m", "ftplan.launcher.cli", *map(str, args)], capture_output=True,
+                         text=True, env=env, timeout=timeout)
+    if check:
+        assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {**os.environ, "FTPLAN_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
+
+
+def recipe(tmp_path, tiny, name, steps, every=2):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": name, "model": str(tiny), "data": {"path": str(EXAMPLES / "chat.jsonl")},
+        "method": {"objective": "sft", "lora": {"rank": 4}},
+        "hyperparameters": {"max_steps": steps, "batch_size": 1, "gradient_accumulation": 1, "learning_rate": 1e-3,
+                            "max_seq_length": 96, "precision": "fp32"},
+        "checkpoint": {"every_steps": every, "every_minutes": None},
+        "output": {"dir": str(tmp_path / f"out-{name}")}}))
+    return path
+
+
+def test_attached_run_shows_progress_and_records_the_job(tmp_path, tiny, env):
+    res = ftplan("run", recipe(tmp_path, tiny, "att", 4), "--yes", env=env)
+    assert "progress" in res.stdout and "4/4 steps" in res.stdout and "completed" in res.stdout
+    jobs = json.loads(ftplan("jobs", "--json", env=env).stdout)
+    assert len(jobs) == 1 and jobs[0]["status"] == "completed" and jobs[0]["actuals"]["steps"] == 4
+    assert jobs[0]["recipe_hash"] and jobs[0]["plan"]["dataset"]["examples"] == 50
+    logs = ftplan("logs", jobs[0]["id"], "--json", env=env).stdout.splitlines()
+    events = [json.loads(line) for line in logs]
+    assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
+    status = json.loads(ftplan("status", jobs[0]["id"], "--json", env=env).stdout)
+    assert status["last_step"]["step"] == 4
+    assert (tmp_path / "out-att" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_detached_run_cancel_checkpoints_and_resume_continues(tmp_path, tiny, env):
+    path = recipe(tmp_path, tiny, "det", 3000, every=10_000)
+    out = ftplan("run", path, "--yes", "--detach", env=env).stdout
+    job_id = out.split("job ")[1].split()[0]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        st = json.loads(ftplan("status", job_id, "--json", env=env).stdout)
+        if st["last_step"] and st["last_step"]["step"] >= 3:
+            break
+        time.sleep(0.5)
+    ftplan("cancel", job_id, "--wait", "60", env=env)
+    st = json.loads(ftplan("status", job_id, "--json", env=env).stdout)
+    assert st["status"] == "cancelled"
+    ckpts = sorted((tmp_path / "out-det" / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and (ckpts[-1] / "ftplan-complete.json").is_file()
+    stopped = int(ckpts[-1].name.split("-")[1])
+    followed = ftplan("logs", job_id, "--follow", env=env, timeout=30).stdout
+    assert "finished: cancelled" in followed
+    # Resume from the cancel's checkpoint, with fewer steps left so the test stays short.
+    short = recipe(tmp_path, tiny, "det", stopped + 3, every=10_000)
+    ftplan("run", short, "--yes", "--resume", job_id, env=env)
+    jobs = json.loads(ftplan("jobs", "--json", env=env).stdout)
+    resumed = jobs[0]
+    assert resumed["status"] == "completed" and resumed["actuals"]["steps"] == stopped + 3
+    first_step = next(json.loads(line) for line in ftplan("logs", resumed["id"], "--json", env=env).stdout.splitlines()
+                      if '"step"' in line and '"type": "step"' in line)
+    assert first_step["step"] == stopped + 1
+
+
+def test_bad_recipe_exits_2_before_anything_starts(tmp_path, env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: m\ndata: {path: nowhere.jsonl}\n")
+    res = ftplan("run", bad, "--yes", env=env, check=False)
+    assert res.returncode == 2 and "nowhere.jsonl" in res.stderr and "Traceback" not in res.stderr
+    assert json.loads(ftplan("jobs", "--json", env=env).stdout) == []
+
+
+def test_init_and_plan(tmp_path, tiny, env):
+    text = ftplan("init", "dpo", env=env).stdout
+    assert "objective: dpo" in text
+    res = ftplan("init", "nonsense", env=env, check=False)
+    assert res.returncode == 2 and "lora-sft" in res.stderr
+    plan = json.loads(ftplan("plan", recipe(tmp_path, tiny, "p", 4), "--json", env=env).stdout)
+    assert plan["dataset"]["exact_tokens"] and plan["method"]["objective"] == "sft"
