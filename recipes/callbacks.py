@@ -39,8 +39,13 @@ class StopFlag:
 
 
 class EventCallback(TrainerCallback):
-    def __init__(self, writer: EventWriter, stop: StopFlag, every_minutes: float | None):
+    COST_EVERY_SECONDS = 60
+
+    def __init__(self, writer: EventWriter, stop: StopFlag, every_minutes: float | None, usd_per_hour: float = 0.0):
         self.writer = writer
+        self.usd_per_hour = usd_per_hour
+        self.began = time.monotonic()
+        self.last_cost = self.began
         self.stop = stop
         self.every_seconds = every_minutes * 60 if every_minutes else None
         self.last_save = time.monotonic()
@@ -75,6 +80,10 @@ class EventCallback(TrainerCallback):
             self.writer.emit("step", step=state.global_step, total=state.max_steps, epoch=state.epoch,
                              loss=self.last_loss, lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                              tokens_per_second=tps, tokens_seen=seen, peak_memory_bytes=mem, memory_metric=kind)
+            if self.usd_per_hour and now - self.last_cost >= self.COST_EVERY_SECONDS:
+                self.last_cost = now
+                self.writer.emit("cost", usd=round(self.usd_per_hour * (now - self.began) / 3600, 4),
+                                 usd_per_hour=self.usd_per_hour)
         elif any(k.startswith("eval_") for k in logs):
             self.writer.emit("eval", step=state.global_step, **{k: v for k, v in logs.items() if k.startswith("eval_")})
         else:

@@ -126,10 +126,14 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
     from .data import load_training_data
 
     train_ds, eval_ds = load_training_data(recipe, fmt)
+    if recipe.method.objective == "distillation" and recipe.method.generate_with_teacher:
+        from .distill import generate_with_teacher
+
+        train_ds = generate_with_teacher(recipe, train_ds, fmt.key, writer.emit)
     model, peft_cfg = load_model(recipe, backend, cuda)
     from .trainers import build_trainer
 
-    callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes)
+    callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes, usd_per_hour)
     trainer = build_trainer(recipe, model, tokenizer, peft_cfg, train_ds, eval_ds, str(ckpt_root), cuda, [callback])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.monotonic() - started
@@ -155,9 +159,28 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
         tokenizer.save_pretrained(str(out / "merged"))
+    if recipe.output.push_to_hub:
+        actuals["pushed_to"] = push_to_hub(target, recipe.output.push_to_hub, writer)
     write_manifest(out, recipe, plan, {**actuals, "status": "completed"}, backend.__dict__)
     writer.emit("finished", status="completed", output=str(target), **actuals)
     return 0
+
+
+def push_to_hub(folder: Path, repo_id: str, writer: EventWriter) -> str | None:
+    """Upload the output folder; a failed upload is reported, never fatal: the files are safe locally."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True, private=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    except Exception as exc:  # network, auth, permissions: all the same to the user
+        writer.emit("log", level="error", message=f"push to {repo_id} failed ({type(exc).__name__}: {exc}); the "
+                    f"output is in {folder}. Set HF_TOKEN and upload it with `huggingface-cli upload {repo_id} "
+                    f"{folder}`.")
+        return None
+    writer.emit("log", level="info", message=f"pushed {folder} to https://huggingface.co/{repo_id}")
+    return repo_id
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,3 +83,26 @@ def test_rewards():
     with pytest.raises(FtplanError, match="cannot be imported"):
         load_reward("nope.mod:f")
     json.dumps({})
+
+
+def test_callback_checkpoints_by_time_and_stops_on_request(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from ftplan.recipes import callbacks
+
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    stop = callbacks.StopFlag()
+    cb = callbacks.EventCallback(EventWriter(tmp_path / "e.jsonl"), stop, every_minutes=1, usd_per_hour=3.6)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    state = SimpleNamespace(global_step=5)
+    cb.on_step_end(None, state, control)
+    assert not control.should_save
+    clock[0] += 61
+    cb.on_step_end(None, state, control)
+    assert control.should_save and not control.should_training_stop
+    control.should_save = False
+    stop.request("SIGTERM")
+    cb.on_step_end(None, state, control)
+    assert control.should_save and control.should_training_stop and cb.stopped_at == 5

@@ -154,3 +154,21 @@ def test_broken_recipe_and_data_fail_before_training(write_recipe, tmp_path, cap
     broken.write_text("model: x\ndata: {path: d.jsonl}\nmethod: {objective: sfx}\n")
     assert train(broken, "--output", str(tmp_path / "out-broken")) == 2
     assert "'method.objective'" in capsys.readouterr().err
+
+
+def test_distillation_trains_on_what_the_teacher_wrote(write_recipe, tiny_model, tmp_path):
+    from datasets import Dataset
+
+    from ftplan.recipes.distill import generate_with_teacher
+    from ftplan.recipes.schema import load_recipe
+
+    method = {"objective": "distillation", "teacher": str(tiny_model), "generate_with_teacher": True,
+              "max_completion_length": 6}
+    path = write_recipe("distill", data=EXAMPLES / "prompt_completion.jsonl", method=method)
+    ds = Dataset.from_list([{"prompt": "what is two plus two?", "completion": "ORIGINAL"}])
+    rewritten = generate_with_teacher(load_recipe(path), ds, "prompt_completion")
+    assert rewritten[0]["completion"] != "ORIGINAL" and rewritten[0]["prompt"] == "what is two plus two?"
+    assert train(path) == 0
+    events = events_of(tmp_path / "out-distill")
+    check_events(events)
+    assert any("teacher" in (e.get("message") or "") for e in events if e["type"] == "log")
