@@ -7,6 +7,7 @@ User errors (`FtplanError`) become one paragraph on stderr and exit code 2, here
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -419,15 +420,18 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
     from ftplan.recipes.schema import load_recipe
     from ftplan.sizing.prices import load_prices
 
-    if provider != "local":
-        raise FtplanError(f"--provider {provider}: only 'local' runs in this version; Modal, Together and OpenAI "
-                          "are planned (`ftplan estimate DATA` already prices them).")
+    if provider not in ("local", "together"):
+        raise FtplanError(f"--provider {provider}: this version runs 'local' and 'together'; Modal and OpenAI are "
+                          "planned (`ftplan estimate DATA` already prices them).")
     if max_cost is not None and max_cost <= 0:
         raise FtplanError(f"--max-cost {max_cost:g} is impossible: give a positive number of USD.")
     console = Console(stderr=False)
     r = load_recipe(recipe)
     if r.method.objective != "merge":
         check_data(r)  # every line, before anything starts
+    if provider == "together":
+        _run_together(recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
+        return
     book = load_prices()
     box = local_box(local, book, electricity, None, None)
     plan_dict, usd_per_hour, planned = None, 0.0, None
@@ -472,6 +476,43 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
     if job["status"] == "failed":
         click.echo(f"job {job_id} failed: {job.get('error')}. Checkpoints are kept in {job['output_dir']}; "
                    f"`ftplan run {recipe} --resume {job_id}` continues.", err=True)
+        sys.exit(1)
+
+
+def _run_together(recipe_path, r, *, detach, yes, max_cost, console) -> None:
+    from ftplan.launcher.runs import download_outputs, start_together, watch
+    from ftplan.providers.http import api_key
+
+    api_key("TOGETHER_API_KEY", "Together", "api.together.ai/settings/api-keys")  # before anything is uploaded
+    ftplan_usd = None
+    try:
+        from ftplan.launcher.runs import recipe_plan
+
+        result = recipe_plan(r)
+        tg = next((p for p in result.plans if p.provider == "together"), None)
+        ftplan_usd = tg.usd if tg else None
+    except FtplanError as exc:
+        console.print(f"[yellow]no ftplan estimate:[/] {exc}")
+    if not yes and not sys.stdin.isatty():
+        raise FtplanError("not creating a paid job without a yes: run in a terminal to answer, or pass --yes.")
+    store = _store()
+    job_id = start_together(store, recipe_path, r, ftplan_usd=ftplan_usd, yes=yes, max_cost=max_cost,
+                            confirm=lambda q: click.confirm(q, default=False), say=click.echo)
+    if job_id is None:
+        click.echo("Not created.")
+        return
+    if detach:
+        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Status: ftplan status {job_id}   "
+                   f"Stop: ftplan cancel {job_id}")
+        return
+    job = watch(store, job_id, label=r.name or Path(recipe_path).stem, usd_per_hour=0.0,
+                planned_usd=store.get(job_id)["provider_ids"].get("estimated_usd"), max_cost=None, console=console,
+                poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "5")))
+    if job["status"] == "completed":
+        path = download_outputs(store, job)
+        click.echo(f"downloaded the adapter to {path}")
+    elif job["status"] == "failed":
+        click.echo(f"job {job_id} failed: {job.get('error')}", err=True)
         sys.exit(1)
 
 

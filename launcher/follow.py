@@ -38,6 +38,11 @@ def sync(store: JobStore, job_id: str) -> tuple[dict, list[dict]]:
     path = job.get("events_path")
     if not path:
         return job, []
+    if job["provider"] == "together" and job["status"] not in TERMINAL and job["provider_ids"].get("ft_id"):
+        from ftplan.providers import together
+
+        together.poll(store, job)  # the API's status and events, translated into the events file
+        job = store.get(job["id"])
     pairs, offset = read_events(path, job["events_offset"])
     new = []
     if pairs:

@@ -73,6 +73,18 @@ def cancel_job(store: JobStore, job_id: str, wait: float = 0.0) -> dict:
     job, _ = sync(store, job_id)
     if job["status"] in TERMINAL:
         raise FtplanError(f"job {job['id']} has already ended ({job['status']}); nothing to cancel.")
+    if job["provider"] == "together":
+        from ftplan.providers import together
+
+        together.cancel(job)
+        store.update(job["id"], status="cancelling")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            job, _ = sync(store, job["id"])
+            if job["status"] in TERMINAL:
+                break
+            time.sleep(0.5)
+        return store.get(job["id"])
     if job["provider"] != "local":
         raise FtplanError(f"cancelling {job['provider']} jobs arrives with that provider; job {job['id']} is "
                           "untouched.")
@@ -156,3 +168,81 @@ def format_event(e: dict) -> str:
     if kind == "cost":
         return f"{t} cost so far ${e.get('usd', 0):,.4f}"
     return f"{t} {kind}: {e.get('message') or e.get('values') or ''}"
+
+
+def start_together(store: JobStore, recipe_path: str, recipe: Recipe, *, ftplan_usd: float | None, yes: bool,
+                   max_cost: float | None, confirm, say, client=None) -> str | None:
+    """Prepare, upload, check limits, price, ask, and create the Together job (exactly once).
+
+    The job record exists from the first step, so a failure anywhere says where it stopped.
+    Returns the job id, or None when the user declined.
+    """
+    from ftplan.providers import together
+    from ftplan.providers.http import APIError
+    from ftplan.providers.together_data import prepare
+
+    out = Path(recipe.output.dir).resolve()
+    job_id = store.create("together", recipe_path=str(Path(recipe_path).resolve()), recipe_hash=recipe.digest(),
+                          name=recipe.name or Path(recipe_path).stem, output_dir=str(out),
+                          events_path=str(out / "events.jsonl"), status="preparing")
+    own = client is None
+    stage = "converting the data"
+    try:
+        client = client or together.TogetherClient.from_env()
+        path, kind, n = prepare(recipe.data.path, out, recipe.method.objective)
+        stage = "uploading the data"
+        uploaded = client.upload(path)
+        say(f"uploaded {path.name} ({n:,} {kind} examples) as {uploaded['id']}")
+        body = together.job_body(recipe, uploaded["id"], f"ftplan-{job_id}")
+        stage = "checking the model's limits"
+        problems = together.limit_problems(recipe, body, client.limits(recipe.model))
+        if problems:
+            raise FtplanError(f"{recipe_path}: outside Together's limits for {recipe.model}: " + "; ".join(problems)
+                              + ". Change the recipe and run again; nothing was charged.")
+        stage = "asking Together for a price"
+        est = client.estimate_price({k: body[k] for k in ("training_file", "model", "n_epochs", "n_evals",
+                                                          "training_method", "training_type")})
+        quote = est.get("estimated_total_price")
+        ours = f"${ftplan_usd:,.2f}" if ftplan_usd is not None else "n/a"
+        say(f"price: Together quotes ${quote:,.2f} for {est.get('estimated_train_token_count', 0):,.0f} training "
+            f"tokens; ftplan estimated {ours}.")
+        store.update(job_id, plan={"together_quote_usd": quote, "ftplan_usd": ftplan_usd,
+                                   "train_tokens": est.get("estimated_train_token_count")})
+        if est.get("allowed_to_proceed") is False:
+            raise FtplanError(f"Together will not start this job: the quote ${quote:,.2f} is above your limit "
+                              f"(${est.get('user_limit', 0):,.2f}). Add credits or shrink the job.")
+        if max_cost is not None and quote is not None and quote > max_cost:
+            raise FtplanError(f"Together quotes ${quote:,.2f}, above --max-cost {max_cost:g}; no job was created.")
+        if not yes and not confirm(f"Create the Together job for ${quote:,.2f}?"):
+            store.update(job_id, status="cancelled", error="declined before creating the job")
+            return None
+        stage = "creating the job"
+        remote = client.create_job(body)
+        ids = {"ft_id": remote["id"], "file_id": uploaded["id"], "suffix": body["suffix"], "estimated_usd": quote,
+               "objective": recipe.method.objective, "adapter": recipe.method.adapter}
+        store.update(job_id, status="submitted", provider_ids=ids)
+        say(f"Together job {remote['id']} created (ftplan job {job_id})")
+        return job_id
+    except (APIError, FtplanError) as exc:
+        store.update(job_id, status="failed", error=f"stopped while {stage}: {exc}")
+        raise
+    finally:
+        if own and client is not None:
+            client.close()
+
+
+def download_outputs(store: JobStore, job: dict, client=None) -> Path | None:
+    """Fetch the finished Together adapter into the job's output folder."""
+    if job["provider"] != "together" or job["status"] != "completed":
+        return None
+    from ftplan.providers import together
+
+    own = client is None
+    client = client or together.TogetherClient.from_env()
+    try:
+        dest = client.download(job["provider_ids"]["ft_id"], Path(job["output_dir"]) / "adapter.tar.zst")
+    finally:
+        if own:
+            client.close()
+    store.merge_provider_ids(job["id"], downloaded=str(dest))
+    return dest
