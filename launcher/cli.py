@@ -420,17 +420,17 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
     from ftplan.recipes.schema import load_recipe
     from ftplan.sizing.prices import load_prices
 
-    if provider not in ("local", "together"):
-        raise FtplanError(f"--provider {provider}: this version runs 'local' and 'together'; Modal and OpenAI are "
-                          "planned (`ftplan estimate DATA` already prices them).")
+    if provider not in ("local", "together", "openai"):
+        raise FtplanError(f"--provider {provider}: this version runs local, together and openai (legacy); Modal is "
+                          "planned (`ftplan estimate DATA` already prices it).")
     if max_cost is not None and max_cost <= 0:
         raise FtplanError(f"--max-cost {max_cost:g} is impossible: give a positive number of USD.")
     console = Console(stderr=False)
     r = load_recipe(recipe)
     if r.method.objective != "merge":
         check_data(r)  # every line, before anything starts
-    if provider == "together":
-        _run_together(recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
+    if provider in ("together", "openai"):
+        _run_managed(provider, recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
         return
     book = load_prices()
     box = local_box(local, book, electricity, None, None)
@@ -479,25 +479,32 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
         sys.exit(1)
 
 
-def _run_together(recipe_path, r, *, detach, yes, max_cost, console) -> None:
-    from ftplan.launcher.runs import download_outputs, start_together, watch
+def _run_managed(provider, recipe_path, r, *, detach, yes, max_cost, console) -> None:
+    """Together or OpenAI: the key first (before anything is uploaded), then submit, then follow."""
+    from ftplan.launcher.runs import download_outputs, start_openai, start_together, watch
     from ftplan.providers.http import api_key
 
-    api_key("TOGETHER_API_KEY", "Together", "api.together.ai/settings/api-keys")  # before anything is uploaded
-    ftplan_usd = None
-    try:
-        from ftplan.launcher.runs import recipe_plan
-
-        result = recipe_plan(r)
-        tg = next((p for p in result.plans if p.provider == "together"), None)
-        ftplan_usd = tg.usd if tg else None
-    except FtplanError as exc:
-        console.print(f"[yellow]no ftplan estimate:[/] {exc}")
+    if provider == "together":
+        api_key("TOGETHER_API_KEY", "Together", "api.together.ai/settings/api-keys")
+    else:
+        api_key("OPENAI_API_KEY", "OpenAI", "platform.openai.com/api-keys")
     if not yes and not sys.stdin.isatty():
         raise FtplanError("not creating a paid job without a yes: run in a terminal to answer, or pass --yes.")
     store = _store()
-    job_id = start_together(store, recipe_path, r, ftplan_usd=ftplan_usd, yes=yes, max_cost=max_cost,
-                            confirm=lambda q: click.confirm(q, default=False), say=click.echo)
+    confirm = lambda q: click.confirm(q, default=False)  # noqa: E731
+    if provider == "together":
+        ftplan_usd = None
+        try:
+            from ftplan.launcher.runs import recipe_plan
+
+            tg = next((p for p in recipe_plan(r).plans if p.provider == "together"), None)
+            ftplan_usd = tg.usd if tg else None
+        except FtplanError as exc:
+            console.print(f"[yellow]no ftplan estimate:[/] {exc}")
+        job_id = start_together(store, recipe_path, r, ftplan_usd=ftplan_usd, yes=yes, max_cost=max_cost,
+                                confirm=confirm, say=click.echo)
+    else:
+        job_id = start_openai(store, recipe_path, r, yes=yes, max_cost=max_cost, confirm=confirm, say=click.echo)
     if job_id is None:
         click.echo("Not created.")
         return
@@ -508,9 +515,10 @@ def _run_together(recipe_path, r, *, detach, yes, max_cost, console) -> None:
     job = watch(store, job_id, label=r.name or Path(recipe_path).stem, usd_per_hour=0.0,
                 planned_usd=store.get(job_id)["provider_ids"].get("estimated_usd"), max_cost=None, console=console,
                 poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "5")))
-    if job["status"] == "completed":
-        path = download_outputs(store, job)
-        click.echo(f"downloaded the adapter to {path}")
+    if job["status"] == "completed" and provider == "together":
+        click.echo(f"downloaded the adapter to {download_outputs(store, job)}")
+    elif job["status"] == "completed":
+        click.echo(f"fine-tuned model: {(job.get('actuals') or {}).get('output')}")
     elif job["status"] == "failed":
         click.echo(f"job {job_id} failed: {job.get('error')}", err=True)
         sys.exit(1)

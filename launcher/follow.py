@@ -38,10 +38,11 @@ def sync(store: JobStore, job_id: str) -> tuple[dict, list[dict]]:
     path = job.get("events_path")
     if not path:
         return job, []
-    if job["provider"] == "together" and job["status"] not in TERMINAL and job["provider_ids"].get("ft_id"):
-        from ftplan.providers import together
+    if job["provider"] in ("together", "openai") and job["status"] not in TERMINAL and job["provider_ids"]:
+        from ftplan.providers import openai_ft, together
 
-        together.poll(store, job)  # the API's status and events, translated into the events file
+        # The API's status and events, translated into the events file.
+        (together if job["provider"] == "together" else openai_ft).poll(store, job)
         job = store.get(job["id"])
     pairs, offset = read_events(path, job["events_offset"])
     new = []

@@ -73,10 +73,10 @@ def cancel_job(store: JobStore, job_id: str, wait: float = 0.0) -> dict:
     job, _ = sync(store, job_id)
     if job["status"] in TERMINAL:
         raise FtplanError(f"job {job['id']} has already ended ({job['status']}); nothing to cancel.")
-    if job["provider"] == "together":
-        from ftplan.providers import together
+    if job["provider"] in ("together", "openai"):
+        from ftplan.providers import openai_ft, together
 
-        together.cancel(job)
+        (together if job["provider"] == "together" else openai_ft).cancel(job)
         store.update(job["id"], status="cancelling")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -170,65 +170,125 @@ def format_event(e: dict) -> str:
     return f"{t} {kind}: {e.get('message') or e.get('values') or ''}"
 
 
-def start_together(store: JobStore, recipe_path: str, recipe: Recipe, *, ftplan_usd: float | None, yes: bool,
-                   max_cost: float | None, confirm, say, client=None) -> str | None:
-    """Prepare, upload, check limits, price, ask, and create the Together job (exactly once).
+class _Stage:
+    """Where a remote submission is, so a failure can say where it stopped."""
 
-    The job record exists from the first step, so a failure anywhere says where it stopped.
-    Returns the job id, or None when the user declined.
-    """
-    from ftplan.providers import together
+    def __init__(self) -> None:
+        self.now = "preparing"
+
+
+def _submit_remote(store: JobStore, provider: str, recipe_path: str, recipe: Recipe, steps) -> str | None:
+    """Run `steps(job_id, stage)` with a job record that exists from the first step and records any failure."""
     from ftplan.providers.http import APIError
-    from ftplan.providers.together_data import prepare
 
     out = Path(recipe.output.dir).resolve()
-    job_id = store.create("together", recipe_path=str(Path(recipe_path).resolve()), recipe_hash=recipe.digest(),
+    job_id = store.create(provider, recipe_path=str(Path(recipe_path).resolve()), recipe_hash=recipe.digest(),
                           name=recipe.name or Path(recipe_path).stem, output_dir=str(out),
                           events_path=str(out / "events.jsonl"), status="preparing")
-    own = client is None
-    stage = "converting the data"
+    stage = _Stage()
     try:
-        client = client or together.TogetherClient.from_env()
-        path, kind, n = prepare(recipe.data.path, out, recipe.method.objective)
-        stage = "uploading the data"
-        uploaded = client.upload(path)
-        say(f"uploaded {path.name} ({n:,} {kind} examples) as {uploaded['id']}")
-        body = together.job_body(recipe, uploaded["id"], f"ftplan-{job_id}")
-        stage = "checking the model's limits"
-        problems = together.limit_problems(recipe, body, client.limits(recipe.model))
-        if problems:
-            raise FtplanError(f"{recipe_path}: outside Together's limits for {recipe.model}: " + "; ".join(problems)
-                              + ". Change the recipe and run again; nothing was charged.")
-        stage = "asking Together for a price"
-        est = client.estimate_price({k: body[k] for k in ("training_file", "model", "n_epochs", "n_evals",
-                                                          "training_method", "training_type")})
-        quote = est.get("estimated_total_price")
-        ours = f"${ftplan_usd:,.2f}" if ftplan_usd is not None else "n/a"
-        say(f"price: Together quotes ${quote:,.2f} for {est.get('estimated_train_token_count', 0):,.0f} training "
-            f"tokens; ftplan estimated {ours}.")
-        store.update(job_id, plan={"together_quote_usd": quote, "ftplan_usd": ftplan_usd,
-                                   "train_tokens": est.get("estimated_train_token_count")})
-        if est.get("allowed_to_proceed") is False:
-            raise FtplanError(f"Together will not start this job: the quote ${quote:,.2f} is above your limit "
-                              f"(${est.get('user_limit', 0):,.2f}). Add credits or shrink the job.")
-        if max_cost is not None and quote is not None and quote > max_cost:
-            raise FtplanError(f"Together quotes ${quote:,.2f}, above --max-cost {max_cost:g}; no job was created.")
-        if not yes and not confirm(f"Create the Together job for ${quote:,.2f}?"):
-            store.update(job_id, status="cancelled", error="declined before creating the job")
-            return None
-        stage = "creating the job"
-        remote = client.create_job(body)
-        ids = {"ft_id": remote["id"], "file_id": uploaded["id"], "suffix": body["suffix"], "estimated_usd": quote,
-               "objective": recipe.method.objective, "adapter": recipe.method.adapter}
-        store.update(job_id, status="submitted", provider_ids=ids)
-        say(f"Together job {remote['id']} created (ftplan job {job_id})")
-        return job_id
+        ids = steps(job_id, stage, out)
     except (APIError, FtplanError) as exc:
-        store.update(job_id, status="failed", error=f"stopped while {stage}: {exc}")
+        store.update(job_id, status="failed", error=f"stopped while {stage.now}: {exc}")
         raise
-    finally:
-        if own and client is not None:
-            client.close()
+    if ids is None:
+        store.update(job_id, status="cancelled", error="declined before creating the job")
+        return None
+    store.update(job_id, status="submitted", provider_ids=ids)
+    return job_id
+
+
+def _price_gate(quote: float | None, max_cost: float | None, yes: bool, confirm, what: str) -> bool:
+    if max_cost is not None and quote is not None and quote > max_cost:
+        raise FtplanError(f"{what} is ${quote:,.2f}, above --max-cost {max_cost:g}; no job was created.")
+    price = f" for ${quote:,.2f}" if quote is not None else ""
+    return yes or confirm(f"Create the job{price}?")
+
+
+def start_together(store: JobStore, recipe_path: str, recipe: Recipe, *, ftplan_usd: float | None, yes: bool,
+                   max_cost: float | None, confirm, say, client=None) -> str | None:
+    """Prepare, upload, check limits, price, ask, and create the Together job (exactly once)."""
+    from ftplan.providers import together
+    from ftplan.providers.together_data import prepare
+
+    def steps(job_id: str, stage: _Stage, out: Path) -> dict | None:
+        c = client or together.TogetherClient.from_env()
+        try:
+            stage.now = "converting the data"
+            path, kind, n = prepare(recipe.data.path, out, recipe.method.objective)
+            stage.now = "uploading the data"
+            uploaded = c.upload(path)
+            say(f"uploaded {path.name} ({n:,} {kind} examples) as {uploaded['id']}")
+            body = together.job_body(recipe, uploaded["id"], f"ftplan-{job_id}")
+            stage.now = "checking the model's limits"
+            problems = together.limit_problems(recipe, body, c.limits(recipe.model))
+            if problems:
+                raise FtplanError(f"{recipe_path}: outside Together's limits for {recipe.model}: " +
+                                  "; ".join(problems) + ". Change the recipe and run again; nothing was charged.")
+            stage.now = "asking Together for a price"
+            est = c.estimate_price({k: body[k] for k in ("training_file", "model", "n_epochs", "n_evals",
+                                                         "training_method", "training_type")})
+            quote = est.get("estimated_total_price")
+            ours = f"${ftplan_usd:,.2f}" if ftplan_usd is not None else "n/a"
+            say(f"price: Together quotes ${quote:,.2f} for {est.get('estimated_train_token_count', 0):,.0f} training "
+                f"tokens; ftplan estimated {ours}.")
+            store.update(job_id, plan={"together_quote_usd": quote, "ftplan_usd": ftplan_usd,
+                                       "train_tokens": est.get("estimated_train_token_count")})
+            if est.get("allowed_to_proceed") is False:
+                raise FtplanError(f"Together will not start this job: the quote ${quote:,.2f} is above your limit "
+                                  f"(${est.get('user_limit', 0):,.2f}). Add credits or shrink the job.")
+            if not _price_gate(quote, max_cost, yes, confirm, "Together's quote"):
+                return None
+            stage.now = "creating the job"
+            remote = c.create_job(body)
+            say(f"Together job {remote['id']} created (ftplan job {job_id})")
+            return {"ft_id": remote["id"], "file_id": uploaded["id"], "suffix": body["suffix"],
+                    "estimated_usd": quote, "objective": recipe.method.objective, "adapter": recipe.method.adapter}
+        finally:
+            if client is None:
+                c.close()
+
+    return _submit_remote(store, "together", recipe_path, recipe, steps)
+
+
+def start_openai(store: JobStore, recipe_path: str, recipe: Recipe, *, yes: bool, max_cost: float | None, confirm,
+                 say, client=None) -> str | None:
+    """Calendar check, convert, upload, price by OpenAI's per-token rate, ask, create once."""
+    from ftplan.providers import openai_ft
+    from ftplan.sizing.dataset import analyze
+    from ftplan.sizing.prices import load_prices
+
+    book = load_prices()
+    say(openai_ft.calendar_check(book, recipe.model, openai_ft.today()))  # raises after the cutoff
+
+    def steps(job_id: str, stage: _Stage, out: Path) -> dict | None:
+        c = client or openai_ft.OpenAIClient.from_env()
+        try:
+            stage.now = "converting the data"
+            path, n = openai_ft.prepare(recipe.data.path, out, recipe.method.objective)
+            body = openai_ft.job_body(recipe, "file-pending", job_id)
+            tokens = analyze(path, seq_len=recipe.hyperparameters.max_seq_length).tokens_kept
+            epochs = body["method"][body["method"]["type"]]["hyperparameters"]["n_epochs"]
+            quote = openai_ft.estimate_usd(book, recipe.model, tokens, epochs)
+            say(f"{n:,} examples, ~{tokens:,} tokens x {epochs} epochs" +
+                (f": about ${quote:,.2f} at OpenAI's per-token rate (characters-based count)" if quote is not None
+                 else ": billed per hour of reinforcement training"))
+            store.update(job_id, plan={"ftplan_usd": quote, "train_tokens": tokens * epochs})
+            if not _price_gate(quote, max_cost, yes, confirm, "the estimate"):
+                return None
+            stage.now = "uploading the data"
+            uploaded = c.upload(path)
+            body["training_file"] = uploaded["id"]
+            stage.now = "creating the job"
+            remote = c.create_job(body)
+            say(f"OpenAI job {remote['id']} created (ftplan job {job_id})")
+            return {"remote_job": remote["id"], "file_id": uploaded["id"], "estimated_usd": quote,
+                    "objective": recipe.method.objective, "adapter": "managed"}
+        finally:
+            if client is None:
+                c.close()
+
+    return _submit_remote(store, "openai", recipe_path, recipe, steps)
 
 
 def download_outputs(store: JobStore, job: dict, client=None) -> Path | None:

@@ -10,19 +10,17 @@ was lost. `poll()` turns Together's job status and events into ftplan events, on
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from ftplan.recipes.events import EventWriter
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.errors import FtplanError
 
 from .http import APIError, HTTPClient, api_key
+from .remote import poll_into_events
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 TERMINAL = {"completed": "completed", "cancelled": "cancelled", "error": "failed", "user_error": "failed"}
@@ -180,17 +178,6 @@ def limit_problems(recipe: Recipe, body: dict, limits: dict) -> list[str]:
     return out
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _event_key(e: dict) -> str:
     return e.get("hash") or json.dumps([e.get("created_at"), e.get("type"), e.get("message"), e.get("step")])
 
@@ -211,54 +198,24 @@ def translate(e: dict) -> tuple[str, dict]:
 
 def poll(store, job: dict, client: TogetherClient | None = None) -> None:
     """Fetch the remote job and its new events into the job's events file (once each, in order)."""
-    ids = job["provider_ids"]
-    ft_id = ids.get("ft_id")
-    if not ft_id or not job.get("events_path"):
+    if not job["provider_ids"].get("ft_id") or not job.get("events_path"):
         return
-    events_path = Path(job["events_path"])
-    with _locked(events_path.with_suffix(".lock")):
-        job = store.get(job["id"])
-        ids = job["provider_ids"]
-        if ids.get("final_emitted"):
-            return
-        own = client is None
-        client = client or TogetherClient.from_env()
+
+    def fetch(ids: dict) -> tuple[dict, list[dict]]:
+        c = client or TogetherClient.from_env()
         try:
-            remote = client.get_job(ft_id)
-            remote_events = client.events(ft_id)
+            remote = c.get_job(ids["ft_id"])
+            return remote, sorted(c.events(ids["ft_id"]), key=lambda x: str(x.get("created_at")))
         finally:
-            if own:
-                client.close()
-        seen = set(ids.get("seen", []))
-        writer = EventWriter(events_path)
-        try:
-            if not ids.get("started_emitted"):  # the job exists at Together (queued or further)
-                writer.emit("started", objective=ids.get("objective"), adapter=ids.get("adapter"), backend="together",
-                            backend_reason="Together AI managed fine-tuning", device="remote", remote_id=ft_id,
-                            remote_status=remote.get("status"))
-                ids["started_emitted"] = True
-            for e in sorted(remote_events, key=lambda x: str(x.get("created_at"))):
-                key = _event_key(e)
-                if key in seen:
-                    continue
-                seen.add(key)
-                kind, fields = translate(e)
-                writer.emit(kind, **fields)
-            status = remote.get("status")
-            if status in TERMINAL:
-                usd = ids.get("estimated_usd")
-                if TERMINAL[status] == "failed":
-                    writer.emit("failed", error=f"Together job {ft_id} ended with status {status}", remote_id=ft_id)
-                else:
-                    writer.emit("finished", status=TERMINAL[status], remote_id=ft_id, usd=usd,
-                                total_price_raw=remote.get("total_price"), token_count=remote.get("token_count"),
-                                output=remote.get("model_output_name"))
-                ids["final_emitted"] = True
-        finally:
-            writer.close()
-        ids["seen"] = sorted(seen)
-        ids["remote_status"] = remote.get("status")
-        store.update(job["id"], provider_ids=ids)
+            if client is None:
+                c.close()
+
+    def final(remote: dict, ids: dict) -> dict:
+        return {"usd": ids.get("estimated_usd"), "total_price_raw": remote.get("total_price"),
+                "token_count": remote.get("token_count"), "output": remote.get("model_output_name")}
+
+    poll_into_events(store, job, backend="together", reason="Together AI managed fine-tuning", fetch=fetch,
+                     key=_event_key, translate=translate, terminal=TERMINAL, final_fields=final)
 
 
 def wait_for_poll_interval(seconds: float) -> None:
