@@ -420,9 +420,8 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
     from ftplan.recipes.schema import load_recipe
     from ftplan.sizing.prices import load_prices
 
-    if provider not in ("local", "together", "openai"):
-        raise FtplanError(f"--provider {provider}: this version runs local, together and openai (legacy); Modal is "
-                          "planned (`ftplan estimate DATA` already prices it).")
+    if provider not in ("local", "modal", "together", "openai"):
+        raise FtplanError(f"--provider {provider}: choose local, modal, together or openai (legacy).")
     if max_cost is not None and max_cost <= 0:
         raise FtplanError(f"--max-cost {max_cost:g} is impossible: give a positive number of USD.")
     console = Console(stderr=False)
@@ -431,6 +430,9 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
         check_data(r)  # every line, before anything starts
     if provider in ("together", "openai"):
         _run_managed(provider, recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
+        return
+    if provider == "modal":
+        _run_modal(recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
         return
     book = load_prices()
     box = local_box(local, book, electricity, None, None)
@@ -477,6 +479,67 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
         click.echo(f"job {job_id} failed: {job.get('error')}. Checkpoints are kept in {job['output_dir']}; "
                    f"`ftplan run {recipe} --resume {job_id}` continues.", err=True)
         sys.exit(1)
+
+
+def _run_modal(recipe_path, r, *, detach, yes, max_cost, console) -> None:
+    """Checks before anything is uploaded; then the data to a Volume, the app, and the spawned call."""
+    from ftplan.launcher.runs import recipe_plan, watch
+    from ftplan.providers import modal_app
+
+    modal_app.check_ready()
+    plan = recipe_plan(r).to_dict()
+    spec = modal_app.spec_for(r, plan)
+    mp = next((p for p in plan["per_provider"] if p["provider"] == "modal"), None)
+    console.print(modal_app.describe(spec))
+    if mp:
+        console.print(f"Plan on Modal: {mp['count']} x {mp['gpu']} ({mp['adapter']}), ~{mp['hours']:,.2f} h, "
+                      f"~${mp['usd']:,.2f} at ${mp['usd_per_hour']:,.2f}/h (GPU + CPU + memory, per second).")
+        if max_cost is not None and mp["usd"] > max_cost:
+            raise FtplanError(f"the Modal plan costs ${mp['usd']:,.2f}, above --max-cost {max_cost:g}; nothing was "
+                              "uploaded.")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FtplanError("not starting a paid run without a yes: run in a terminal to answer, or pass --yes.")
+        if not click.confirm("Start it on Modal?", default=False):
+            click.echo("Not started.")
+            return
+    store = _store()
+    out = Path(r.output.dir).resolve()
+    job_id = store.create("modal", recipe_path=str(Path(recipe_path).resolve()), recipe_hash=r.digest(),
+                          name=r.name or Path(recipe_path).stem, plan=plan, output_dir=str(out),
+                          events_path=str(out / "events.jsonl"), status="preparing")
+    try:
+        call_id = modal_app.submit(r, spec, job_id, detach=detach)
+    except Exception as exc:
+        store.update(job_id, status="failed", error=f"stopped while submitting to Modal: {exc}")
+        raise FtplanError(f"Modal submission failed: {exc}. The job record {job_id} keeps where it stopped.") \
+            from None
+    store.update(job_id, status="submitted", provider_ids={"function_call": call_id, "gpu": spec.gpu,
+                                                           "usd_per_hour": spec.usd_per_hour})
+    click.echo(f"job {job_id} running on Modal (FunctionCall {call_id})")
+    if detach:
+        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Stop: ftplan cancel {job_id}   "
+                   f"Outputs: ftplan pull {job_id}")
+        return
+    job = watch(store, job_id, label=r.name or Path(recipe_path).stem, usd_per_hour=spec.usd_per_hour,
+                planned_usd=mp["usd"] if mp else None, max_cost=max_cost, console=console,
+                poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "10")))
+    if job["status"] == "completed":
+        click.echo(f"outputs downloaded to {modal_app.pull(job, out)}")
+
+
+@cli.command()
+@click.argument("job_id")
+def pull(job_id) -> None:
+    """Download a Modal job's outputs (adapter, manifest, events) to its output folder."""
+    store = _store()
+    job = store.get(job_id)
+    if job["provider"] != "modal":
+        raise FtplanError(f"job {job['id']} ran on {job['provider']}: its outputs are already in {job['output_dir']}.")
+    from ftplan.providers import modal_app
+
+    modal_app.check_ready()
+    click.echo(f"downloaded to {modal_app.pull(job, Path(job['output_dir']))}")
 
 
 def _run_managed(provider, recipe_path, r, *, detach, yes, max_cost, console) -> None:

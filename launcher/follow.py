@@ -44,6 +44,10 @@ def sync(store: JobStore, job_id: str) -> tuple[dict, list[dict]]:
         # The API's status and events, translated into the events file.
         (together if job["provider"] == "together" else openai_ft).poll(store, job)
         job = store.get(job["id"])
+    if job["provider"] == "modal" and job["status"] not in TERMINAL and job["provider_ids"].get("function_call"):
+        from ftplan.providers import modal_app
+
+        modal_app.poll(store, job)  # the events file on the outputs Volume, copied here
     pairs, offset = read_events(path, job["events_offset"])
     new = []
     if pairs:

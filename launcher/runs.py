@@ -73,10 +73,10 @@ def cancel_job(store: JobStore, job_id: str, wait: float = 0.0) -> dict:
     job, _ = sync(store, job_id)
     if job["status"] in TERMINAL:
         raise FtplanError(f"job {job['id']} has already ended ({job['status']}); nothing to cancel.")
-    if job["provider"] in ("together", "openai"):
-        from ftplan.providers import openai_ft, together
+    if job["provider"] in ("together", "openai", "modal"):
+        from ftplan.providers import modal_app, openai_ft, together
 
-        (together if job["provider"] == "together" else openai_ft).cancel(job)
+        {"together": together, "openai": openai_ft, "modal": modal_app}[job["provider"]].cancel(job)
         store.update(job["id"], status="cancelling")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -11,11 +11,16 @@ import sys
 from pathlib import Path
 
 
-def accelerate_config(gpus: int, distributed: str, precision: str = "bf16") -> dict:
+def accelerate_config(gpus: int, distributed: str, precision: str = "bf16", machines: int = 1, rank: int = 0,
+                      main_ip: str | None = None) -> dict:
+    """`gpus` is the total over all machines (accelerate's num_processes)."""
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(precision, "no")
-    base = {"compute_environment": "LOCAL_MACHINE", "machine_rank": 0, "num_machines": 1, "num_processes": gpus,
+    base = {"compute_environment": "LOCAL_MACHINE", "machine_rank": rank, "num_machines": machines,
+            "num_processes": gpus,
             "main_training_function": "main", "mixed_precision": mixed, "rdzv_backend": "static",
             "same_network": True, "use_cpu": False}
+    if machines > 1:
+        base.update(main_process_ip=main_ip, main_process_port=29500)
     if distributed == "zero3":
         return {**base, "distributed_type": "DEEPSPEED",
                 "deepspeed_config": {"zero_stage": 3, "offload_optimizer_device": "none",
@@ -32,7 +37,8 @@ def accelerate_config(gpus: int, distributed: str, precision: str = "bf16") -> d
 
 def training_command(recipe_path: str, out_dir: Path, events_path: Path, *, plan_path: Path | None = None,
                      usd_per_hour: float = 0.0, resume: bool = False, gpus: int = 1, distributed: str = "auto",
-                     precision: str = "bf16", config_dir: Path | None = None) -> list[str]:
+                     precision: str = "bf16", config_dir: Path | None = None, machines: int = 1, rank: int = 0,
+                     main_ip: str | None = None) -> list[str]:
     args = [str(recipe_path), "--output", str(out_dir), "--events", str(events_path),
             "--usd-per-hour", str(usd_per_hour)]
     if plan_path:
@@ -45,6 +51,7 @@ def training_command(recipe_path: str, out_dir: Path, events_path: Path, *, plan
 
     dist = "fsdp" if distributed == "auto" else distributed
     cfg_path = (config_dir or out_dir) / "accelerate.yaml"
-    cfg_path.write_text(yaml.safe_dump(accelerate_config(gpus, dist, precision), sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(accelerate_config(gpus, dist, precision, machines, rank, main_ip),
+                                       sort_keys=False))
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg_path), "-m",
             "ftplan.recipes.train", *args]

@@ -82,15 +82,24 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
 
         fmt, stats = check_data(recipe)  # every line, before any heavy import
 
-    from .callbacks import EventCallback, StopFlag, peak_memory
+    from .callbacks import StopFlag
 
     stop = StopFlag()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.request(signal.Signals(signum).name))
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.request(signal.Signals(signum).name))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _train(recipe, out, writer, fmt, stats, stop, plan, usd_per_hour, resume, started)
+    finally:
+        for sig, handler in previous.items():  # a library call must not leave its handlers behind
+            signal.signal(sig, handler)
 
+
+def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, plan: dict | None,
+           usd_per_hour: float, resume: bool, started: float) -> int:
     import torch
 
     from .backend import load_model, load_tokenizer, select_backend, unsloth_installed
+    from .callbacks import EventCallback, peak_memory
 
     cuda = torch.cuda.is_available()
     gpus = torch.cuda.device_count() if cuda else 0

@@ -106,3 +106,13 @@ def test_callback_checkpoints_by_time_and_stops_on_request(tmp_path, monkeypatch
     stop.request("SIGTERM")
     cb.on_step_end(None, state, control)
     assert control.should_save and control.should_training_stop and cb.stopped_at == 5
+
+
+def test_multi_node_accelerate_config_names_the_main_machine(tmp_path):
+    import yaml
+
+    cmd = training_command("r.yaml", tmp_path, tmp_path / "e.jsonl", gpus=16, machines=2, rank=1, main_ip="10.0.0.1")
+    cfg = yaml.safe_load((tmp_path / "accelerate.yaml").read_text())
+    assert (cfg["num_processes"], cfg["num_machines"], cfg["machine_rank"], cfg["main_process_ip"]) == \
+        (16, 2, 1, "10.0.0.1")
+    assert "--config_file" in cmd
