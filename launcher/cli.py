@@ -410,7 +410,8 @@ def _store():
 @click.option("--resume", "resume_job", default=None, help="Continue job ID from its last complete checkpoint.")
 @click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi].")
 @click.option("--electricity", type=float, default=None, help="USD per kWh for the local box.")
-def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity) -> None:
+@click.option("--skip-eval", "skip_eval", is_flag=True, help="Do not run the eval gate after training (recorded).")
+def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity, skip_eval) -> None:
     """Run RECIPE: show the plan, ask, start the training program, and show it live."""
     from rich.console import Console
 
@@ -466,7 +467,12 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
             click.echo("Not started.")
             return
     store = _store()
-    job_id = start_local(store, recipe, r, plan=plan_dict, usd_per_hour=usd_per_hour, resume_job=resume_job)
+    if r.eval.golden and not skip_eval:
+        from ftplan.recipes.golden import load_golden
+
+        load_golden(r.eval.golden)  # malformed lines are reported now, not after hours of training
+    job_id = start_local(store, recipe, r, plan=plan_dict, usd_per_hour=usd_per_hour, resume_job=resume_job,
+                         skip_eval=skip_eval)
     click.echo(f"job {job_id} started (output {store.get(job_id)['output_dir']})")
     if detach:
         click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Status: ftplan status {job_id}   "
@@ -478,6 +484,12 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity)
     if job["status"] == "failed":
         click.echo(f"job {job_id} failed: {job.get('error')}. Checkpoints are kept in {job['output_dir']}; "
                    f"`ftplan run {recipe} --resume {job_id}` continues.", err=True)
+        sys.exit(1)
+    if job["status"] == "blocked":
+        reasons = "; ".join((job.get("eval") or {}).get("reasons", []))
+        click.echo(f"job {job_id}: the adapter is BLOCKED by the eval gate ({reasons}). It is kept in "
+                   f"{job['output_dir']} but was not merged or pushed; `ftplan eval {job_id}` shows the details.",
+                   err=True)
         sys.exit(1)
 
 
@@ -526,6 +538,75 @@ def _run_modal(recipe_path, r, *, detach, yes, max_cost, console) -> None:
                 poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "10")))
     if job["status"] == "completed":
         click.echo(f"outputs downloaded to {modal_app.pull(job, out)}")
+
+
+@cli.command(name="eval")
+@click.argument("target")
+@click.option("--golden", default=None, help="Golden set JSONL [default: the recipe's eval.golden].")
+@click.option("--model", "base_model", default=None, help="Base model [default: the job's recipe or the adapter's].")
+@click.option("--max-new-tokens", default=64, show_default=True, type=int)
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(target, golden, base_model, max_new_tokens, batch_size, as_json) -> None:
+    """Run the eval gate on an adapter folder or a job: base vs adapter per category; exit 1 when it fails."""
+    from ftplan.recipes.evalgate import evaluate
+    from ftplan.recipes.schema import load_recipe
+
+    job, recipe, thresholds, judge, sha = None, None, {}, None, None
+    path = Path(target)
+    if not path.exists():
+        store = _store()
+        job = store.get(target)
+        recipe = load_recipe(job["recipe_path"])
+        path = Path(job["output_dir"]) / ("model" if recipe.method.adapter == "full" else "adapter")
+        sha = job.get("golden_sha256") if not golden else None
+    elif (path / "manifest.json").is_file() or (path.parent / "manifest.json").is_file():
+        manifest = path / "manifest.json" if (path / "manifest.json").is_file() else path.parent / "manifest.json"
+        from ftplan.recipes.schema import parse_recipe
+
+        recipe = parse_recipe(json.loads(manifest.read_text())["recipe"], str(manifest))
+        if (path / "adapter").is_dir():
+            path = path / "adapter"
+    if recipe:
+        thresholds, judge = recipe.eval.thresholds, recipe.eval.judge
+        golden = golden or recipe.eval.golden
+        base_model = base_model or recipe.model
+    if base_model is None and (path / "adapter_config.json").is_file():
+        base_model = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not golden:
+        raise FtplanError("no golden set: give --golden FILE or set eval.golden in the recipe.")
+    if not base_model:
+        raise FtplanError("no base model: give --model (the adapter's base).")
+    if not path.is_dir():
+        raise FtplanError(f"{path}: no adapter or model folder here.")
+    result = evaluate(base_model, path, golden, thresholds=thresholds, expected_sha256=sha, judge_cfg=judge,
+                      batch=batch_size, max_new_tokens=max_new_tokens).to_dict()
+    if job:
+        store.update(job["id"], eval={k: v for k, v in result.items() if k != "items"},
+                     **({"status": "blocked"} if not result["passed"] and job["status"] == "completed" else {}))
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        m.setdefault("evals", []).append({k: v for k, v in result.items() if k != "items"})
+        manifest.write_text(json.dumps(m, indent=2, default=str))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"eval gate: {path} vs {base_model} on {golden}")
+        for col in ("category", "items", "base", "adapter", "change"):
+            table.add_column(col, justify="left" if col == "category" else "right")
+        for name, c in result["categories"].items():
+            color = "red" if c["change"] < 0 else "green" if c["change"] > 0 else ""
+            change = f"[{color}]{c['change']:+.0%}[/]" if color else f"{c['change']:+.0%}"
+            table.add_row(name, str(c["n"]), f"{c['base']:.0%}", f"{c['adapter']:.0%}", change)
+        Console().print(table)
+        verdict = "PASSED" if result["passed"] else "BLOCKED: " + "; ".join(result["reasons"])
+        click.echo(f"gate {verdict} (golden set sha256 {result['golden_sha256'][:12]})")
+    if not result["passed"]:
+        sys.exit(1)
 
 
 @cli.command()

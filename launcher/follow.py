@@ -23,6 +23,8 @@ def apply(store: JobStore, job: dict, events: list[dict]) -> dict:
         elif kind == "finished":
             changes["status"] = e.get("status", "completed")
             changes["actuals"] = {k: v for k, v in e.items() if k not in ("type", "time", "status")}
+            if isinstance(changes["actuals"].get("eval"), dict):
+                changes["eval"] = changes["actuals"]["eval"]
         elif kind == "failed":
             changes["status"] = "failed"
             changes["error"] = e.get("error")

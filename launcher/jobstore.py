@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 """
 TERMINAL = ("completed", "failed", "cancelled", "blocked")
-JSON_FIELDS = ("provider_ids", "plan", "actuals")
+JSON_FIELDS = ("provider_ids", "plan", "actuals", "eval")
+# Columns added after the first release: created on open when an older store lacks them.
+MIGRATIONS = {"golden_sha256": "TEXT", "eval": "TEXT", "skip_eval": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def default_path() -> Path:
@@ -75,6 +77,10 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._conn() as db:
             db.executescript(SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+            for col, decl in MIGRATIONS.items():
+                if col not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -136,7 +142,7 @@ class JobStore:
     def _row(row: sqlite3.Row) -> dict:
         out = dict(row)
         for key in JSON_FIELDS:
-            out[key] = json.loads(out[key]) if out[key] else ({} if key == "provider_ids" else None)
+            out[key] = json.loads(out[key]) if out.get(key) else ({} if key == "provider_ids" else None)
         return out
 
     def list(self, limit: int = 50) -> list[dict]:

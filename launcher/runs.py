@@ -50,7 +50,7 @@ def recipe_plan(recipe: Recipe, local=None, prices=None):
 
 
 def start_local(store: JobStore, recipe_path: str, recipe: Recipe, *, plan: dict | None, usd_per_hour: float,
-                resume_job: str | None = None) -> str:
+                resume_job: str | None = None, skip_eval: bool = False) -> str:
     out = Path(recipe.output.dir).resolve()
     if resume_job:
         old = store.get(resume_job)
@@ -62,9 +62,18 @@ def start_local(store: JobStore, recipe_path: str, recipe: Recipe, *, plan: dict
     # A resumed run appends to the same events file: start reading at its current end.
     if events.exists():
         store.update(job_id, events_offset=events.stat().st_size)
+    extra = ["--skip-eval"] if skip_eval else []
+    if recipe.eval.golden and not skip_eval:
+        from ftplan.recipes.golden import file_sha256
+
+        # Frozen now: the hash travels with the job, and the program refuses a set changed since.
+        sha = store.get(resume_job)["golden_sha256"] if resume_job else file_sha256(recipe.eval.golden)
+        store.update(job_id, golden_sha256=sha)
+        extra += ["--golden-sha256", sha]
+    store.update(job_id, skip_eval=int(skip_eval))
     pid = local_provider.submit(str(Path(recipe_path).resolve()), out, events, plan=plan, usd_per_hour=usd_per_hour,
                                 resume=bool(resume_job), gpus=recipe.hardware.gpus or 1,
-                                distributed=recipe.hardware.distributed)
+                                distributed=recipe.hardware.distributed, extra=extra)
     store.merge_provider_ids(job_id, pid=pid, usd_per_hour=usd_per_hour)
     return job_id
 

@@ -18,13 +18,14 @@ from ftplan.recipes.launch import training_command
 
 
 def submit(recipe_path: str, out_dir: Path, events_path: Path, *, plan: dict | None, usd_per_hour: float,
-           resume: bool = False, gpus: int = 1, distributed: str = "auto", env: dict | None = None) -> int:
+           resume: bool = False, gpus: int = 1, distributed: str = "auto", env: dict | None = None,
+           extra: list[str] | None = None) -> int:
     """Start the training program; returns its pid (also its process-group id)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan_path = out_dir / "plan.json"
     plan_path.write_text(json.dumps(plan, default=str))
     cmd = training_command(recipe_path, out_dir, events_path, plan_path=plan_path, usd_per_hour=usd_per_hour,
-                           resume=resume, gpus=gpus, distributed=distributed, config_dir=out_dir)
+                           resume=resume, gpus=gpus, distributed=distributed, config_dir=out_dir, extra=extra)
     log = (out_dir / "train.log").open("ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},

@@ -38,9 +38,9 @@ def accelerate_config(gpus: int, distributed: str, precision: str = "bf16", mach
 def training_command(recipe_path: str, out_dir: Path, events_path: Path, *, plan_path: Path | None = None,
                      usd_per_hour: float = 0.0, resume: bool = False, gpus: int = 1, distributed: str = "auto",
                      precision: str = "bf16", config_dir: Path | None = None, machines: int = 1, rank: int = 0,
-                     main_ip: str | None = None) -> list[str]:
+                     main_ip: str | None = None, extra: list[str] | None = None) -> list[str]:
     args = [str(recipe_path), "--output", str(out_dir), "--events", str(events_path),
-            "--usd-per-hour", str(usd_per_hour)]
+            "--usd-per-hour", str(usd_per_hour), *(extra or [])]
     if plan_path:
         args += ["--plan", str(plan_path)]
     if resume:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -69,9 +70,16 @@ def write_manifest(out: Path, recipe: Recipe, plan: dict | None, actuals: dict, 
     return path
 
 
+@dataclass
+class GateOptions:
+    skip: bool = False
+    golden_sha256: str | None = None  # frozen when `ftplan run` started
+
+
 def run(recipe_path: str, output: str | None, events_path: str | None, resume: bool, plan: dict | None,
-        usd_per_hour: float, writer: EventWriter | None = None) -> int:
+        usd_per_hour: float, writer: EventWriter | None = None, gate: GateOptions | None = None) -> int:
     started = time.monotonic()
+    gate = gate or GateOptions()
     recipe = load_recipe(recipe_path)
     out = Path(output or recipe.output.dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +89,11 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
         from .data import check_data
 
         fmt, stats = check_data(recipe)  # every line, before any heavy import
+    if recipe.eval.golden and not gate.skip:
+        from .golden import file_sha256, load_golden
+
+        load_golden(recipe.eval.golden, gate.golden_sha256)  # malformed or changed: refused before training
+        gate.golden_sha256 = gate.golden_sha256 or file_sha256(recipe.eval.golden)
 
     from .callbacks import StopFlag
 
@@ -88,14 +101,14 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.request(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _train(recipe, out, writer, fmt, stats, stop, plan, usd_per_hour, resume, started)
+        return _train(recipe, out, writer, fmt, stats, stop, plan, usd_per_hour, resume, started, gate)
     finally:
         for sig, handler in previous.items():  # a library call must not leave its handlers behind
             signal.signal(sig, handler)
 
 
 def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, plan: dict | None,
-           usd_per_hour: float, resume: bool, started: float) -> int:
+           usd_per_hour: float, resume: bool, started: float, gate: GateOptions) -> int:
     import torch
 
     from .backend import load_model, load_tokenizer, select_backend, unsloth_installed
@@ -164,15 +177,35 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, pla
     target = out / ("model" if recipe.method.adapter == "full" else "adapter")
     trainer.save_model(str(target))
     tokenizer.save_pretrained(str(target))
-    if recipe.output.merge and recipe.method.adapter != "full":
+    status = "completed"
+    if recipe.eval.golden and gate.skip:
+        actuals["eval"] = {"skipped": True}
+        writer.emit("log", level="warning", message="eval gate skipped (--skip-eval): recorded in the manifest")
+    elif recipe.eval.golden:
+        actuals["eval"] = run_gate(recipe, target, gate.golden_sha256, writer)
+        if not actuals["eval"]["passed"]:
+            status = "blocked"  # kept on disk, never merged, pushed or promoted
+    if status == "completed" and recipe.output.merge and recipe.method.adapter != "full":
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
         tokenizer.save_pretrained(str(out / "merged"))
-    if recipe.output.push_to_hub:
+    if status == "completed" and recipe.output.push_to_hub:
         actuals["pushed_to"] = push_to_hub(target, recipe.output.push_to_hub, writer)
-    write_manifest(out, recipe, plan, {**actuals, "status": "completed"}, backend.__dict__)
-    writer.emit("finished", status="completed", output=str(target), **actuals)
+    write_manifest(out, recipe, plan, {**actuals, "status": status}, backend.__dict__)
+    writer.emit("finished", status=status, output=str(target), **actuals)
     return 0
+
+
+def run_gate(recipe: Recipe, target: Path, golden_sha256: str | None, writer: EventWriter) -> dict:
+    """The eval gate on the freshly saved adapter; its result goes into the events and the manifest."""
+    from .evalgate import evaluate
+
+    result = evaluate(recipe.model, target, recipe.eval.golden, thresholds=recipe.eval.thresholds,
+                      expected_sha256=golden_sha256, judge_cfg=recipe.eval.judge).to_dict()
+    writer.emit("eval", gate="passed" if result["passed"] else "blocked", reasons=result["reasons"],
+                categories=result["categories"], golden_sha256=result["golden_sha256"])
+    return {k: v for k, v in result.items() if k != "items"} | {"failed_items": [
+        i for i in result["items"] if i["base"] and not i["adapter"]][:20]}
 
 
 def push_to_hub(folder: Path, repo_id: str, writer: EventWriter) -> str | None:
@@ -200,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     ap.add_argument("--plan", help="JSON file with the plan to record in the manifest")
     ap.add_argument("--usd-per-hour", type=float, default=0.0, help="what this machine costs, for the actuals")
+    ap.add_argument("--skip-eval", action="store_true", help="do not run the eval gate (recorded)")
+    ap.add_argument("--golden-sha256", help="the golden set's hash when the run started (refuse it if changed)")
     args = ap.parse_args(argv)
     plan = json.loads(Path(args.plan).read_text()) if args.plan else None
     writer = None
@@ -208,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             writer = EventWriter(args.events or Path(args.output) / "events.jsonl")
         else:  # the recipe names the output folder; a recipe that does not load gets no events file
             writer = EventWriter(Path(load_recipe(args.recipe).output.dir) / "events.jsonl")
-        return run(args.recipe, args.output, args.events, args.resume, plan, args.usd_per_hour, writer)
+        return run(args.recipe, args.output, args.events, args.resume, plan, args.usd_per_hour, writer,
+                   GateOptions(args.skip_eval, args.golden_sha256))
     except FtplanError as exc:
         if writer:
             writer.emit("failed", error=str(exc), kind="input", stage="before training")

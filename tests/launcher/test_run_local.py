@@ -104,3 +104,32 @@ def test_init_and_plan(tmp_path, tiny, env):
     assert res.returncode == 2 and "lora-sft" in res.stderr
     plan = json.loads(ftplan("plan", recipe(tmp_path, tiny, "p", 4), "--json", env=env).stdout)
     assert plan["dataset"]["exact_tokens"] and plan["method"]["objective"] == "sft"
+
+
+def test_run_blocks_a_regressing_adapter_and_eval_refuses_a_tampered_set(tmp_path, tiny, env):
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": "what is two plus two?", "category": "safety",
+         "checks": [{"type": "forbidden", "strings": ["paris paris"]}]},
+        {"prompt": "explain photosynthesis", "category": "safety",
+         "checks": [{"type": "forbidden", "strings": ["paris paris"]}]}]))
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q {i}: what is two plus two?",
+                                        "completion": " paris paris paris paris"}) + "\n" for i in range(40)))
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "gate", "model": str(tiny), "data": {"path": str(data)}, "method": {"lora": {"rank": 8}},
+        "hyperparameters": {"max_steps": 60, "batch_size": 4, "gradient_accumulation": 1, "learning_rate": 1e-2,
+                            "max_seq_length": 64, "precision": "fp32"},
+        "checkpoint": {"every_steps": None, "every_minutes": None}, "eval": {"golden": str(golden)},
+        "output": {"dir": str(tmp_path / "out-gate"), "merge": True}}))
+    res = ftplan("run", path, "--yes", env=env, check=False)
+    assert res.returncode == 1 and "BLOCKED by the eval gate" in res.stderr
+    [job] = json.loads(ftplan("jobs", "--json", env=env).stdout)
+    assert job["status"] == "blocked" and job["golden_sha256"] and job["eval"]["passed"] is False
+    assert not (tmp_path / "out-gate" / "merged").exists()
+    again = ftplan("eval", job["id"], env=env, check=False)
+    assert again.returncode == 1 and "BLOCKED" in again.stdout
+    golden.write_text(golden.read_text().replace("paris", "rome"))
+    refused = ftplan("eval", job["id"], env=env, check=False)
+    assert refused.returncode == 2 and "changed after training began" in refused.stderr
