@@ -172,8 +172,10 @@ def build_app(spec: ModalSpec, app_name: str = APP_NAME):
 
     image = (modal.Image.debian_slim(python_version="3.11")
              .uv_pip_install(*spec.packages)
-             .env({"HF_HOME": "/cache/hf", "HF_HUB_ENABLE_HF_TRANSFER": "0", "TRL_EXPERIMENTAL_SILENCE": "1"})
-             .add_local_python_source("ftplan"))
+             .env({"HF_HOME": "/cache/hf", "HF_HUB_ENABLE_HF_TRANSFER": "0", "TRL_EXPERIMENTAL_SILENCE": "1",
+                   "PYTHONPATH": "/root/src"}))
+    for local, remote in source_dirs():
+        image = image.add_local_dir(local, remote, ignore=["**/__pycache__/**"])
     volumes = {mount: modal.Volume.from_name(name, create_if_missing=True) for mount, name in spec.volumes.items()}
     secrets = [modal.Secret.from_name(spec.secret, required_keys=["HF_TOKEN"])] if spec.secret else []
     app = modal.App(app_name, image=image)
@@ -185,6 +187,22 @@ def build_app(spec: ModalSpec, app_name: str = APP_NAME):
         body = modal.clustered(size=spec.nodes, rdma=True)(run_training)
     fn = app.function(**kwargs)(body)
     return app, fn
+
+
+def source_dirs() -> list[tuple[str, str]]:
+    """ftplan's own package folders and where they go in the image.
+
+    `ftplan.sizing` and its siblings live in their own folders (setuptools package-dir), so an
+    editable install has no single package folder to copy: each subpackage is placed under
+    /root/src/ftplan/ by its dotted name, which works for editable and wheel installs alike.
+    """
+    import importlib
+
+    out = []
+    for name in ("ftplan", "ftplan.sizing", "ftplan.launcher", "ftplan.providers", "ftplan.recipes"):
+        folder = Path(importlib.import_module(name).__file__).parent
+        out.append((str(folder), "/root/src/" + name.replace(".", "/")))
+    return out
 
 
 def check_ready(env: dict | None = None) -> None:

@@ -157,3 +157,12 @@ def test_a_call_killed_midway_resumes_from_its_checkpoint_like_a_preemption(tmp_
     after = events[events.index(starts[1]):]
     assert [e["step"] for e in after if e["type"] == "step"][0] == done[-1] + 1
     assert after[-1]["type"] == "finished" and after[-1]["status"] == "completed"
+
+
+def test_image_carries_every_ftplan_subpackage():
+    dirs = dict((remote, local) for local, remote in modal_app.source_dirs())
+    assert set(dirs) == {"/root/src/ftplan", "/root/src/ftplan/sizing", "/root/src/ftplan/launcher",
+                         "/root/src/ftplan/providers", "/root/src/ftplan/recipes"}
+    assert all((Path(local) / "__init__.py").is_file() for local in dirs.values())
+    assert (Path(dirs["/root/src/ftplan/recipes"]) / "train.py").is_file()
+    assert (Path(dirs["/root/src/ftplan/sizing"]) / "data" / "prices.json").is_file()
