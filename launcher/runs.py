@@ -39,7 +39,7 @@ def recipe_plan(recipe: Recipe, local=None, prices=None):
         from ftplan.sizing.gpus import get_gpu
 
         gpus = {get_gpu(g).name for g in gpus}
-    return plan_for_data(
+    result = plan_for_data(
         recipe.data.path, recipe.model, setup=setup, method=m.objective, adapter=m.adapter, lora_rank=m.lora.rank,
         lora_alpha=m.lora.effective_alpha, epochs=max(1, math.ceil(hp.epochs)), packing=hp.packing,
         verifier=",".join(m.rewards) or None, gpus=gpus, counts=counts, local=local, prices=prices,
@@ -47,6 +47,13 @@ def recipe_plan(recipe: Recipe, local=None, prices=None):
         precompute_ref=m.precompute_ref and m.objective in ("dpo", "kto"),
         teacher=m.teacher if m.objective == "distillation" and m.generate_with_teacher else None,
     )
+    # The plan shows what the recipe will run, not what the playbook would have picked.
+    choice = result.method
+    choice.learning_rate, choice.scheduler, choice.warmup_ratio = hp.learning_rate, hp.lr_scheduler, hp.warmup_ratio
+    choice.lora_targets = m.lora.targets
+    choice.reasons = [f"{m.objective} with {m.adapter} and the hyperparameters as the recipe sets them"] + [
+        r for r in choice.reasons if "->" in r]
+    return result
 
 
 def start_local(store: JobStore, recipe_path: str, recipe: Recipe, *, plan: dict | None, usd_per_hour: float,
