@@ -254,8 +254,21 @@ def prices(prices_file, as_json) -> None:
 @_setup_options
 @click.option("--json", "as_json", is_flag=True)
 def compare(data, as_json, **o) -> None:
-    """Local box vs each cloud vs each API: time, dollars and break-even for one job on DATA."""
-    result = _plan(data, {**o, "max_cost": None, "max_hours": None})
+    """Local box vs each cloud vs each API: time, dollars and break-even for one job (DATA or a RECIPE.yaml)."""
+    if data.endswith((".yaml", ".yml")):
+        from ftplan.launcher.localgpu import local_box
+        from ftplan.launcher.runs import recipe_plan
+        from ftplan.recipes.schema import load_recipe
+        from ftplan.sizing.prices import load_prices
+
+        book = load_prices(o["prices_file"])
+        box = local_box(o["local"], book, o["electricity"], o["card_price"], o["card_hours"])
+        _print_compare(recipe_plan(load_recipe(data), box, book), o, as_json)
+        return
+    _print_compare(_plan(data, {**o, "max_cost": None, "max_hours": None}), o, as_json)
+
+
+def _print_compare(result, o: dict, as_json: bool) -> None:
     local = result.local
     rows, notes = [], list(result.notes)
     if local is None:

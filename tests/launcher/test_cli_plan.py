@@ -153,3 +153,15 @@ def test_estimate_uses_the_users_measured_speed(tmp_path):
     plan = json.loads(run("estimate", EXAMPLES / "chat.jsonl", "--model", "llama-3.1-8b", "--gpu", "L4", "--json",
                           env=env).output)
     assert any("scaled by 0.50" in n for n in plan["notes"])
+
+
+def test_compare_takes_a_recipe_too(tmp_path):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "data": {"path": str(EXAMPLES / "chat.jsonl")},
+                                    "hyperparameters": {"epochs": 3}}))
+    res = run("compare", path, "--local", "RTX-4090", "--card-price", "1800", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["rows"][0]["provider"] == "local" and len(out["rows"]) > 3

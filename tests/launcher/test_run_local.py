@@ -133,3 +133,26 @@ def test_run_blocks_a_regressing_adapter_and_eval_refuses_a_tampered_set(tmp_pat
     golden.write_text(golden.read_text().replace("paris", "rome"))
     refused = ftplan("eval", job["id"], env=env, check=False)
     assert refused.returncode == 2 and "changed after training began" in refused.stderr
+
+
+def test_a_run_whose_projection_crosses_max_cost_is_cancelled_with_a_checkpoint(tmp_path, tiny, monkeypatch):
+    from rich.console import Console
+
+    from ftplan.launcher.jobstore import JobStore
+    from ftplan.launcher.runs import start_local, watch
+    from ftplan.recipes.schema import load_recipe
+
+    monkeypatch.setenv("FTPLAN_HOME", str(tmp_path / "home"))
+    path = recipe(tmp_path, tiny, "costly", 3000, every=10_000)
+    store = JobStore()
+    # $3600 an hour is a dollar a second: the projection for 3000 steps crosses $2 within the first steps.
+    job_id = start_local(store, str(path), load_recipe(path), plan=None, usd_per_hour=3600.0)
+    job = watch(store, job_id, label="costly", usd_per_hour=3600.0, planned_usd=None, max_cost=2.0,
+                console=Console(file=open(os.devnull, "w")), poll=0.2)
+    deadline = time.time() + 60
+    while job["status"] not in ("cancelled", "completed", "failed") and time.time() < deadline:
+        time.sleep(0.3)
+        job = store.get(job_id)
+    assert job["status"] == "cancelled", job
+    ckpts = list((tmp_path / "out-costly" / "checkpoints").glob("checkpoint-*/ftplan-complete.json"))
+    assert ckpts and job["actuals"]["steps"] < 3000
