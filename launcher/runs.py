@@ -86,27 +86,17 @@ def start_local(store: JobStore, recipe_path: str, recipe: Recipe, *, plan: dict
 
 
 def cancel_job(store: JobStore, job_id: str, wait: float = 0.0) -> dict:
+    """Ask the job to stop (local: checkpoint, then stop; remote: the provider's cancel) and wait up to `wait` s."""
     job, _ = sync(store, job_id)
     if job["status"] in TERMINAL:
         raise FtplanError(f"job {job['id']} has already ended ({job['status']}); nothing to cancel.")
-    if job["provider"] in ("together", "openai", "modal"):
+    if job["provider"] == "local":
+        if not local_provider.cancel(job["provider_ids"].get("pid")):
+            return sync(store, job_id)[0]  # it had already exited: its final state says how
+    else:
         from ftplan.providers import modal_app, openai_ft, together
 
         {"together": together, "openai": openai_ft, "modal": modal_app}[job["provider"]].cancel(job)
-        store.update(job["id"], status="cancelling")
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            job, _ = sync(store, job["id"])
-            if job["status"] in TERMINAL:
-                break
-            time.sleep(0.5)
-        return store.get(job["id"])
-    if job["provider"] != "local":
-        raise FtplanError(f"cancelling {job['provider']} jobs arrives with that provider; job {job['id']} is "
-                          "untouched.")
-    if not local_provider.cancel(job["provider_ids"].get("pid")):
-        job, _ = sync(store, job_id)
-        return job
     store.update(job["id"], status="cancelling")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

@@ -29,6 +29,7 @@ class APIError(FtplanError):
         self.provider, self.status, self.code, self.type = provider, status, code, type_
         self.api_message = message
         where = f"HTTP {status}" if status else "no response"
+        self.retryable = status is None or status in RETRY_STATUS
         super().__init__(f"{provider} API error ({where}{', ' + code if code else ''}): {message}" +
                          (f" {hint}" if hint else ""))
 
@@ -73,6 +74,15 @@ class HTTPClient:
 
     provider = "API"
     hints: dict[int, str] = {}
+    env_key = ""  # e.g. TOGETHER_API_KEY
+    env_base = ""  # e.g. TOGETHER_BASE_URL (the SDKs' convention)
+    default_base = ""
+    key_help = ""  # where to get a key
+
+    @classmethod
+    def from_env(cls, **kw):
+        base = os.environ.get(cls.env_base) or cls.default_base
+        return cls(base, api_key(cls.env_key, cls.provider, cls.key_help), **kw)
 
     def __init__(self, base_url: str, key: str, *, timeout: float = 60.0, max_retries: int = 5,
                  backoff: float = 0.5, max_backoff: float = 8.0, sleep: Callable[[float], None] = time.sleep):
@@ -132,3 +142,27 @@ class HTTPClient:
 
     def json(self, method: str, path: str, **kw):
         return self.request(method, path, **kw).json()
+
+    def pause(self, attempt: int) -> None:
+        self._sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
+
+    def once(self, find: Callable[[], dict | None], send: Callable[[], dict]) -> dict:
+        """`send()` at most once per success: `find()` first, and again after any answer that got lost.
+
+        For requests that must not be repeated blindly (creating a paid job, uploading a file): a
+        retry only happens when `find()` shows the earlier attempt left nothing behind.
+        """
+        found = find()
+        if found:
+            return found
+        for attempt in range(1 + self.max_retries):
+            try:
+                return send()
+            except APIError as exc:
+                if not exc.retryable or attempt == self.max_retries:
+                    raise
+            self.pause(attempt)
+            found = find()
+            if found:
+                return found
+        raise AssertionError("unreachable")

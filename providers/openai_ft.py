@@ -19,11 +19,11 @@ from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.datafile import BadRecord, iter_records
-from ftplan.sizing.dataformat import detect
+from ftplan.sizing.dataformat import as_messages, detect
 from ftplan.sizing.errors import DataError, FtplanError
 from ftplan.sizing.prices import PriceBook, load_prices, parse_date
 
-from .http import APIError, HTTPClient, api_key
+from .http import HTTPClient
 from .remote import poll_into_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -67,28 +67,22 @@ class OpenAIClient(HTTPClient):
         429: "Rate limited or over quota even after retries; check your usage limits.",
     }
 
-    @classmethod
-    def from_env(cls, **kw) -> OpenAIClient:
-        base = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        return cls(base, api_key("OPENAI_API_KEY", "OpenAI", "platform.openai.com/api-keys"), **kw)
+    env_key, env_base, default_base = "OPENAI_API_KEY", "OPENAI_BASE_URL", DEFAULT_BASE_URL
+    key_help = "platform.openai.com/api-keys"
+
+    def find_file(self, name: str, size: int) -> dict | None:
+        files = self.json("GET", "/files", params={"purpose": "fine-tune"}).get("data", [])
+        return next((f for f in files if f.get("filename") == name and f.get("bytes") == size), None)
 
     def upload(self, path: Path) -> dict:
         size = path.stat().st_size
-        for attempt in range(1 + self.max_retries):
-            for f in self.json("GET", "/files", params={"purpose": "fine-tune"}).get("data", []):
-                if f.get("filename") == path.name and f.get("bytes") == size:
-                    return f
-            try:
-                with path.open("rb") as fh:
-                    return self.json("POST", "/files", retry=False, data={"purpose": "fine-tune"},
-                                     files={"file": (path.name, fh, "application/jsonl")})
-            except APIError as exc:
-                if exc.status is not None and exc.status < 500 and exc.status not in (408, 409, 429):
-                    raise
-                if attempt == self.max_retries:
-                    raise
-                self._sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
-        raise AssertionError("unreachable")
+
+        def send() -> dict:
+            with path.open("rb") as fh:
+                return self.json("POST", "/files", retry=False, data={"purpose": "fine-tune"},
+                                 files={"file": (path.name, fh, "application/jsonl")})
+
+        return self.once(lambda: self.find_file(path.name, size), send)
 
     def find_job(self, ftplan_job: str) -> dict | None:
         jobs = self.json("GET", "/fine_tuning/jobs", params={"metadata[ftplan_job]": ftplan_job, "limit": 10})
@@ -96,23 +90,9 @@ class OpenAIClient(HTTPClient):
                     None)
 
     def create_job(self, body: dict) -> dict:
-        tag = body["metadata"]["ftplan_job"]
-        existing = self.find_job(tag)
-        if existing:
-            return existing
-        for attempt in range(1 + self.max_retries):
-            try:
-                return self.json("POST", "/fine_tuning/jobs", json=body, retry=False)
-            except APIError as exc:
-                if exc.status is not None and exc.status < 500 and exc.status not in (408, 409, 429):
-                    raise
-                if attempt == self.max_retries:
-                    raise
-            self._sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
-            existing = self.find_job(tag)
-            if existing:
-                return existing
-        raise AssertionError("unreachable")
+        """One job per ftplan job: its id is in the metadata, looked up before and after a lost answer."""
+        return self.once(lambda: self.find_job(body["metadata"]["ftplan_job"]),
+                         lambda: self.json("POST", "/fine_tuning/jobs", json=body, retry=False))
 
     def _pages(self, path: str, limit: int = 20) -> list[dict]:
         items, after = [], None
@@ -138,14 +118,6 @@ class OpenAIClient(HTTPClient):
         return self.json("POST", f"/fine_tuning/jobs/{job_id}/cancel")
 
 
-def _msgs(value, role: str) -> list[dict]:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and "messages" in value:
-        return value["messages"]
-    return [{"role": role, "content": value}]
-
-
 def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, int]:
     """OpenAI's JSONL for this objective (chat SFT, preference DPO, RFT prompts), checked first."""
     if objective not in METHODS:
@@ -163,15 +135,15 @@ def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, in
                 if key == "openai_preference":
                     row = {k: rec[k] for k in ("input", "preferred_output", "non_preferred_output")}
                 else:
-                    row = {"input": {"messages": _msgs(rec["prompt"], "user")},
-                           "preferred_output": _msgs(rec["chosen"], "assistant")[-1:],
-                           "non_preferred_output": _msgs(rec["rejected"], "assistant")[-1:]}
+                    row = {"input": {"messages": as_messages(rec["prompt"], "user")},
+                           "preferred_output": as_messages(rec["chosen"], "assistant")[-1:],
+                           "non_preferred_output": as_messages(rec["rejected"], "assistant")[-1:]}
             elif objective in ("sft", "distillation") and key in ("messages", "prompt_completion"):
                 row = {"messages": rec["messages"]} if key == "messages" else {
-                    "messages": _msgs(rec["prompt"], "user") + _msgs(rec["completion"], "assistant")}
+                    "messages": as_messages(rec["prompt"], "user") + as_messages(rec["completion"], "assistant")}
             elif objective == "grpo" and key in ("prompt_only", "prompt_completion"):
                 row = {**{k: v for k, v in rec.items() if k not in ("prompt", "completion")},
-                       "messages": _msgs(rec["prompt"], "user")}
+                       "messages": as_messages(rec["prompt"], "user")}
             else:
                 what = rec.reason if isinstance(rec, BadRecord) else (fmt.description if fmt else "no known format")
                 problems.append(f"{word} {loc}: {what} does not fit OpenAI's {METHODS[objective]} format")

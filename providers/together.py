@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.errors import FtplanError
 
-from .http import APIError, HTTPClient, api_key
+from .http import HTTPClient
 from .remote import poll_into_events
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
@@ -36,10 +35,8 @@ class TogetherClient(HTTPClient):
         429: "Rate limited even after retries with backoff; wait a minute and run again.",
     }
 
-    @classmethod
-    def from_env(cls, **kw) -> TogetherClient:
-        base = os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL
-        return cls(base, api_key("TOGETHER_API_KEY", "Together", "api.together.ai/settings/api-keys"), **kw)
+    env_key, env_base, default_base = "TOGETHER_API_KEY", "TOGETHER_BASE_URL", DEFAULT_BASE_URL
+    key_help = "api.together.ai/settings/api-keys"
 
     def find_file(self, name: str, size: int) -> dict | None:
         for f in self.json("GET", "/files").get("data", []):
@@ -50,22 +47,14 @@ class TogetherClient(HTTPClient):
     def upload(self, path: Path) -> dict:
         """Upload once: a file with the same content-hashed name and size is reused, even after a dropped upload."""
         size = path.stat().st_size
-        last: APIError | None = None
-        for attempt in range(1 + self.max_retries):
-            found = self.find_file(path.name, size)
-            if found:
-                return found
-            try:
-                with path.open("rb") as fh:
-                    return self.json("POST", "/files/upload", retry=False,
-                                     files={"file": (path.name, fh, "application/octet-stream")},
-                                     data={"file_name": path.name, "purpose": "fine-tune", "file_type": "jsonl"})
-            except APIError as exc:
-                if exc.status is not None and exc.status < 500 and exc.status not in (408, 409, 429):
-                    raise
-                last = exc
-                self._sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
-        raise last  # type: ignore[misc]
+
+        def send() -> dict:
+            with path.open("rb") as fh:
+                return self.json("POST", "/files/upload", retry=False,
+                                 files={"file": (path.name, fh, "application/octet-stream")},
+                                 data={"file_name": path.name, "purpose": "fine-tune", "file_type": "jsonl"})
+
+        return self.once(lambda: self.find_file(path.name, size), send)
 
     def limits(self, model: str) -> dict:
         return self.json("GET", "/fine-tunes/models/limits", params={"model_name": model})
@@ -80,24 +69,9 @@ class TogetherClient(HTTPClient):
         return None
 
     def create_job(self, body: dict) -> dict:
-        """Exactly one job per suffix: look up, create without blind retries, look up again after a lost answer."""
-        suffix = body["suffix"]
-        existing = self.find_job(suffix)
-        if existing:
-            return existing
-        last: APIError | None = None
-        for attempt in range(1 + self.max_retries):
-            try:
-                return self.json("POST", "/fine-tunes", json=body, retry=False)
-            except APIError as exc:
-                if exc.status is not None and exc.status < 500 and exc.status not in (408, 409, 429):
-                    raise
-                last = exc
-            self._sleep(min(self.max_backoff, self.backoff * 2 ** attempt))
-            existing = self.find_job(suffix)  # the lost answer may have been a success
-            if existing:
-                return existing
-        raise last  # type: ignore[misc]
+        """Exactly one job per suffix: looked up before creating, and again after a create whose answer was lost."""
+        return self.once(lambda: self.find_job(body["suffix"]),
+                         lambda: self.json("POST", "/fine-tunes", json=body, retry=False))
 
     def get_job(self, ft_id: str) -> dict:
         return self.json("GET", f"/fine-tunes/{ft_id}")

@@ -13,21 +13,13 @@ import json
 from pathlib import Path
 
 from ftplan.sizing.datafile import BadRecord, iter_records
-from ftplan.sizing.dataformat import detect
+from ftplan.sizing.dataformat import as_messages, detect
 from ftplan.sizing.errors import DataError
 
 MAX_BYTES = 50 * 10**9  # the SDK's upload limit (50.1 GB); the docs allow larger multipart uploads
 ROLES = {"system", "user", "assistant", "tool"}
 SUPPORTED = {"messages": "conversational", "prompt_completion": "instruction", "text": "generic",
              "preference": "preference", "preference_implicit": "preference", "openai_preference": "preference"}
-
-
-def _msgs(value, role: str) -> list[dict]:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and "messages" in value:
-        return value["messages"]
-    return [{"role": role, "content": value}]
 
 
 def _check_conversation(msgs: list[dict]) -> str | None:
@@ -56,7 +48,7 @@ def convert(key: str, rec: dict) -> tuple[dict, str | None]:
         return out, _check_conversation(rec["messages"])
     if key == "prompt_completion":
         if not isinstance(rec["prompt"], str) or not isinstance(rec["completion"], str):
-            msgs = _msgs(rec["prompt"], "user") + _msgs(rec["completion"], "assistant")
+            msgs = as_messages(rec["prompt"], "user") + as_messages(rec["completion"], "assistant")
             return {"messages": msgs}, _check_conversation(msgs)
         return {"prompt": rec["prompt"], "completion": rec["completion"]}, None
     if key == "text":
@@ -66,11 +58,11 @@ def convert(key: str, rec: dict) -> tuple[dict, str | None]:
     elif key == "preference":
         prompt, chosen, rejected = rec["prompt"], rec["chosen"], rec["rejected"]
     else:  # implicit prompt: everything before the last assistant turn is the prompt
-        c, r = _msgs(rec["chosen"], "assistant"), _msgs(rec["rejected"], "assistant")
+        c, r = as_messages(rec["chosen"], "assistant"), as_messages(rec["rejected"], "assistant")
         prompt, chosen, rejected = c[:-1], c[-1:], r[-1:]
-    prompt_msgs = _msgs(prompt, "user")
-    out = {"input": {"messages": prompt_msgs}, "preferred_output": _msgs(chosen, "assistant")[-1:],
-           "non_preferred_output": _msgs(rejected, "assistant")[-1:]}
+    prompt_msgs = as_messages(prompt, "user")
+    out = {"input": {"messages": prompt_msgs}, "preferred_output": as_messages(chosen, "assistant")[-1:],
+           "non_preferred_output": as_messages(rejected, "assistant")[-1:]}
     problem = _check_conversation(prompt_msgs + out["preferred_output"])
     return out, problem
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftplan.sizing.dataformat import BY_KEY, DataFormat
+from ftplan.sizing.dataformat import BY_KEY, DataFormat, as_messages
 from ftplan.sizing.dataset import DatasetStats, analyze
 from ftplan.sizing.errors import DataError
 
@@ -46,18 +46,11 @@ def check_data(recipe: Recipe, path: str | None = None) -> tuple[DataFormat, Dat
     return fmt, stats
 
 
-def _messages(value, role: str) -> list[dict]:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and "messages" in value:
-        return value["messages"]
-    return [{"role": role, "content": value}]
-
-
 def _to_trl(row: dict, fmt: str) -> dict:
     if fmt == "openai_preference":
-        return {"prompt": _messages(row["input"], "user"), "chosen": _messages(row["preferred_output"], "assistant"),
-                "rejected": _messages(row["non_preferred_output"], "assistant")}
+        return {"prompt": as_messages(row["input"], "user"),
+                "chosen": as_messages(row["preferred_output"], "assistant"),
+                "rejected": as_messages(row["non_preferred_output"], "assistant")}
     if fmt == "unpaired_preference":
         return {**row, "label": bool(row["label"])}
     return row

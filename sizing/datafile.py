@@ -138,16 +138,16 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
 
 
 def _iter_hub(dataset_id: str, split: str) -> Iterator[tuple[int, dict | BadRecord]]:
-    try:
-        import datasets  # noqa: F401  (only on this path: a Hub id needs the Hub client)
-    except ImportError:
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:  # only this path needs the Hub client
         raise DataError(
             f"{dataset_id}: not a local file, and reading a Hugging Face Hub dataset needs the 'train' extra "
             "(pip install 'ftplan[train]') and a network connection. Or download it and pass the file."
-        ) from None
-    from datasets import load_dataset
-
+        )
     try:
+        load_dataset = importlib.import_module("datasets").load_dataset
         ds = load_dataset(dataset_id, split=split, streaming=True)
         yield from enumerate(ds, start=1)
     except Exception as exc:  # network, auth, missing split: the Hub client raises many types

@@ -121,7 +121,8 @@ def check(record: dict, fmt: DataFormat) -> list[Finding]:
     return found
 
 
-def _as_messages(value, role: str) -> list[dict]:
+def as_messages(value, role: str) -> list[dict]:
+    """Text, a message list, or {"messages": [...]} (OpenAI's `input`) -> a message list."""
     if isinstance(value, list):
         return value
     if isinstance(value, dict) and "messages" in value:
@@ -133,7 +134,7 @@ def _join(prompt, completion) -> Sequence:
     """One sequence from a prompt and a completion: chat messages when either is conversational."""
     if isinstance(prompt, str) and isinstance(completion, str):
         return prompt + completion
-    return _as_messages(prompt, "user") + _as_messages(completion, "assistant")
+    return as_messages(prompt, "user") + as_messages(completion, "assistant")
 
 
 def sequences(record: dict, fmt: DataFormat) -> list[Sequence]:
@@ -147,7 +148,7 @@ def sequences(record: dict, fmt: DataFormat) -> list[Sequence]:
     if fmt.key == "text":
         return [r["text"]]
     if fmt.key == "prompt_only":
-        return [r["prompt"] if isinstance(r["prompt"], str) else _as_messages(r["prompt"], "user")]
+        return [r["prompt"] if isinstance(r["prompt"], str) else as_messages(r["prompt"], "user")]
     if fmt.key in ("prompt_completion", "unpaired_preference"):
         return [_join(r["prompt"], r["completion"])]
     if fmt.key == "preference":

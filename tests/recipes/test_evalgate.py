@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from training_helpers import train
 
 from ftplan.recipes.checks import make_judge, run_check
 from ftplan.recipes.evalgate import decide
@@ -161,19 +162,6 @@ def _recipe(tmp_path, tiny, name, lr, steps, merge=True):
     return path
 
 
-def _train(path, *extra):
-    import signal
-
-    from ftplan.recipes.train import main
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return main([str(path), *extra])
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-
-
 def _finished(out: Path) -> dict:
     return [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()][-1]
 
@@ -189,7 +177,7 @@ def tiny(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.train
 def test_a_broken_adapter_is_blocked_kept_and_never_merged(tmp_path, tiny):
-    assert _train(_recipe(tmp_path, tiny, "broken", 1e-2, 60)) == 0
+    assert train(_recipe(tmp_path, tiny, "broken", 1e-2, 60)) == 0
     out = tmp_path / "out-broken"
     fin = _finished(out)
     assert fin["status"] == "blocked" and not fin["eval"]["passed"]
@@ -209,7 +197,7 @@ def test_a_broken_adapter_is_blocked_kept_and_never_merged(tmp_path, tiny):
 @pytest.mark.slow
 @pytest.mark.train
 def test_a_good_adapter_passes_and_is_merged(tmp_path, tiny):
-    assert _train(_recipe(tmp_path, tiny, "good", 1e-7, 2)) == 0
+    assert train(_recipe(tmp_path, tiny, "good", 1e-7, 2)) == 0
     out = tmp_path / "out-good"
     fin = _finished(out)
     assert fin["status"] == "completed" and fin["eval"]["passed"] and (out / "merged").is_dir()
@@ -228,8 +216,8 @@ def test_tampered_golden_set_is_refused_and_skip_eval_is_recorded(tmp_path, tiny
     golden = tmp_path / "golden.jsonl"
     frozen = file_sha256(golden)
     golden.write_text(golden.read_text().replace("paris", "london"))
-    assert _train(path, "--golden-sha256", frozen) == 2
+    assert train(path, "--golden-sha256", frozen) == 2
     assert "changed after training began" in _finished(tmp_path / "out-tamper")["error"]
-    assert _train(path, "--skip-eval") == 0
+    assert train(path, "--skip-eval") == 0
     fin = _finished(tmp_path / "out-tamper")
     assert fin["status"] == "completed" and fin["eval"] == {"skipped": True}

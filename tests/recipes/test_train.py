@@ -2,24 +2,13 @@
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import pytest
+from training_helpers import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def train(recipe: Path, *extra: str) -> int:
-    from ftplan.recipes.train import main
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return main([str(recipe), *extra])
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 def events_of(out: Path) -> list[dict]:
