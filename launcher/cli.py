@@ -722,8 +722,9 @@ def status(job_id, as_json) -> None:
     store = _store()
     job, _ = sync(store, job_id)
     last_step = next((e for e in reversed(store.events(job["id"])) if e.get("type") == "step"), None)
+    checkpoints = _checkpoints(job)
     if as_json:
-        click.echo(json.dumps({**job, "last_step": last_step}, indent=2, default=str))
+        click.echo(json.dumps({**job, "last_step": last_step, "checkpoints": checkpoints}, indent=2, default=str))
         return
     click.echo(f"job {job['id']} ({job['name']}) on {job['provider']}: {job['status']}")
     if last_step:
@@ -734,7 +735,37 @@ def status(job_id, as_json) -> None:
                    f"{(a.get('peak_memory_bytes') or 0) / 2**30:.2f} GiB, ${a.get('usd')}")
     if job.get("error"):
         click.echo(f"  error: {job['error']}")
+    for c in checkpoints:
+        click.echo(f"  checkpoint step {c.get('step')}: {c.get('path')}")
     click.echo(f"  output: {job['output_dir']}")
+
+
+def _checkpoints(job: dict) -> list[dict]:
+    """The job's checkpoints: complete ones on disk for local runs, the provider's list for managed APIs."""
+    if job["provider"] == "local" and job.get("output_dir"):
+        from ftplan.recipes.checkpoints import checkpoints
+
+        return [{"step": step, "path": str(folder)} for step, folder, done in
+                checkpoints(Path(job["output_dir"]) / "checkpoints") if done]
+    ids = job["provider_ids"]
+    if job["provider"] == "together" and ids.get("ft_id"):
+        from ftplan.providers.together import TogetherClient
+
+        client = TogetherClient.from_env()
+        try:
+            return client.checkpoints(ids["ft_id"])
+        finally:
+            client.close()
+    if job["provider"] == "openai" and ids.get("remote_job"):
+        from ftplan.providers.openai_ft import OpenAIClient
+
+        client = OpenAIClient.from_env()
+        try:
+            return [{"step": c.get("step_number"), "path": c.get("fine_tuned_model_checkpoint")}
+                    for c in client.checkpoints(ids["remote_job"])]
+        finally:
+            client.close()
+    return []
 
 
 @cli.command()

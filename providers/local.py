@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from ftplan.recipes.launch import training_command
@@ -58,7 +57,3 @@ def cancel(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def python() -> str:
-    return sys.executable

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
@@ -190,10 +189,6 @@ def poll(store, job: dict, client: TogetherClient | None = None) -> None:
 
     poll_into_events(store, job, backend="together", reason="Together AI managed fine-tuning", fetch=fetch,
                      key=_event_key, translate=translate, terminal=TERMINAL, final_fields=final)
-
-
-def wait_for_poll_interval(seconds: float) -> None:
-    time.sleep(seconds)
 
 
 def cancel(job: dict, client: TogetherClient | None = None) -> dict:

@@ -14,7 +14,7 @@ from .catalog import resolve_model
 from .dataset import DatasetStats, analyze
 from .errors import InvalidValueError
 from .method import PAIRED, MethodChoice, recommend
-from .plan import LocalBox, Plan, Workload, api_plans, apply_limits, fastest, openai_status, pareto, search
+from .plan import LocalBox, Plan, Workload, apply_limits, fastest, openai_status, pareto, search
 from .prices import PriceBook, load_prices
 from .setup import TrainingSetup
 from .tokencount import find_tokenizer
@@ -169,6 +169,3 @@ def plan_for_data(
     stale = [f"{r.provider} {r.gpu}: as of {r.as_of}" for r in book.stale(today)]
     return PlanResult(src.model_id, arch.total_params, stats, choice, work, kept, all_plans, suggestion, notes,
                       warnings, stale)
-
-
-__all__ = ["PlanResult", "plan_for_data", "make_workload", "api_plans"]

@@ -56,7 +56,7 @@ def test_attached_run_shows_progress_and_records_the_job(tmp_path, tiny, env):
     events = [json.loads(line) for line in logs]
     assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
     status = json.loads(ftplan("status", jobs[0]["id"], "--json", env=env).stdout)
-    assert status["last_step"]["step"] == 4
+    assert status["last_step"]["step"] == 4 and [c["step"] for c in status["checkpoints"]] == [2, 4]
     assert (tmp_path / "out-att" / "adapter" / "adapter_config.json").is_file()
 
 

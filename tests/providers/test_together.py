@@ -155,6 +155,8 @@ def test_whole_job_succeeds_once_with_events_in_order(server, env, tmp_path):
     assert got == remote_msgs  # every remote event once, in order
     assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
     assert (tmp_path / "out" / "adapter.tar.zst").read_bytes().startswith(b"ADAPTER-BYTES")
+    status = json.loads(run("status", job["id"], "--json", env=env).output)
+    assert [c["step"] for c in status["checkpoints"]] == [2]  # Together's checkpoint list
     assert leaked(tmp_path, res.output) == []
 
 
