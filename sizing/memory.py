@@ -154,6 +154,11 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
             "QLoRA: decoder linears in NF4 (0.5 B/param + quantisation constants); embeddings, "
             "norms and lm_head stay 16-bit"
         )
+    elif setup.precision == "mixed" and shard_params and n > 1:
+        # Sharded mixed precision casts per gathered unit, not the whole model: FSDP keeps fp32
+        # shards and gathers 16-bit copies; DeepSpeed's bf16 mode stores the module itself in 16-bit
+        # (fp32 masters exist only for trainable parameters, in the optimizer).
+        weights = arch.total_params * (4 if dist == "fsdp" else 2)
     else:
         weights = arch.total_params * b_param
         if setup.precision == "mixed":
@@ -166,7 +171,8 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     if shard_params and n > 1:
         # FSDP/ZeRO-3 shard weights; each GPU gathers one layer at a time (plus one prefetched).
         weights = weights / n
-        gathered = 2 * arch.layer_params * (b_param if setup.adapter != "qlora" else 0.53)
+        b_gather = 2 if setup.precision == "mixed" else b_param  # mixed precision gathers 16-bit units
+        gathered = 2 * arch.layer_params * (b_gather if setup.adapter != "qlora" else 0.53)
     if setup.cpu_offload and shard_params:
         offloaded["weights"] = int(weights)
         weights = 0

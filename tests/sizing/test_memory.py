@@ -126,3 +126,17 @@ def test_memory_grows_with_batch_and_sequence():
     base = mem().allocated
     assert mem(micro_batch_size=4).allocated > base
     assert mem(seq_len=8192).allocated > base
+
+
+def test_sharded_mixed_precision_casts_per_gathered_unit_not_the_whole_model():
+    from ftplan.sizing.catalog import resolve_model
+    from ftplan.sizing.memory import estimate_memory
+    from ftplan.sizing.setup import TrainingSetup
+
+    arch = resolve_model("llama-2-70b").arch
+    fsdp = estimate_memory(arch, TrainingSetup(precision="mixed", gpus=8, distributed="fsdp")).components
+    zero3 = estimate_memory(arch, TrainingSetup(precision="mixed", gpus=8, distributed="zero3")).components
+    single = estimate_memory(arch, TrainingSetup(precision="mixed")).components
+    assert fsdp["weights"] == arch.total_params * 4 // 8  # fp32 shards, 16-bit only while gathered
+    assert zero3["weights"] == arch.total_params * 2 // 8  # DeepSpeed's bf16 mode stores the module in 16-bit
+    assert single["weights"] == arch.total_params * 4 + arch.linear_params * 2  # autocast copies of every linear
