@@ -416,7 +416,7 @@ def _store():
 
 @cli.command()
 @click.argument("recipe")
-@click.option("--provider", default="local", show_default=True, help="local (modal, together, openai: coming)")
+@click.option("--provider", default="local", show_default=True, help="local | modal | together | openai (legacy)")
 @click.option("--detach", is_flag=True, help="Start and return; follow with `ftplan logs ID --follow`.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
 @click.option("--max-cost", "max_cost", type=float, default=None, help="Refuse or stop the run above this many USD.")
