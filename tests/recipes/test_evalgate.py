@@ -221,3 +221,10 @@ def test_tampered_golden_set_is_refused_and_skip_eval_is_recorded(tmp_path, tiny
     assert train(path, "--skip-eval") == 0
     fin = _finished(tmp_path / "out-tamper")
     assert fin["status"] == "completed" and fin["eval"] == {"skipped": True}
+
+
+def test_the_bundled_example_golden_set_loads():
+    items = load_golden(Path(__file__).resolve().parents[2] / "examples" / "golden.jsonl")
+    assert {i.category for i in items} == {"factuality", "format", "safety"}
+    assert {c["type"] for i in items for c in i.checks} >= {"contains", "numeric", "json_schema", "regex",
+                                                             "refusal", "forbidden"}
