@@ -512,9 +512,13 @@ def _run_modal(recipe_path, r, *, detach, yes, max_cost, console) -> None:
     from ftplan.providers import modal_app
 
     modal_app.check_ready()
-    plan = recipe_plan(r).to_dict()
+    try:
+        plan = recipe_plan(r).to_dict()
+    except FtplanError as exc:  # an architecture the planner cannot read: a pinned GPU still works
+        console.print(f"[yellow]no estimate:[/] {exc}")
+        plan = None
     spec = modal_app.spec_for(r, plan)
-    mp = next((p for p in plan["per_provider"] if p["provider"] == "modal"), None)
+    mp = next((p for p in plan["per_provider"] if p["provider"] == "modal"), None) if plan else None
     console.print(modal_app.describe(spec))
     if mp:
         console.print(f"Plan on Modal: {mp['count']} x {mp['gpu']} ({mp['adapter']}), ~{mp['hours']:,.2f} h, "
