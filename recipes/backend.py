@@ -9,15 +9,14 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from ftplan.sizing.tokencount import CHATML  # the template TRL installs on models without one
+
 from .schema import Recipe
 
 GENERIC_TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
                    "down": "down_proj"}
 GROUPS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
 UNSLOTH_OBJECTIVES = ("sft", "continued-pretraining", "distillation", "dpo", "orpo", "kto", "grpo")
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-          "{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def peft_config(recipe: Recipe):
                       task_type="CAUSAL_LM")
 
 
-def torch_dtype(precision: str, cuda: bool):
+def torch_dtype(precision: str):
     import torch
 
     if precision == "fp16":
@@ -87,7 +86,7 @@ def load_tokenizer(model_id: str):
 def load_model(recipe: Recipe, backend: Backend, cuda: bool):
     """(model, peft_config or None): the model ready for the trainer, the adapter config for TRL to apply."""
     adapter = recipe.method.adapter
-    dtype = torch_dtype(recipe.hyperparameters.precision, cuda)
+    dtype = torch_dtype(recipe.hyperparameters.precision)
     if backend.name == "unsloth":  # pragma: no cover - needs CUDA and unsloth
         from unsloth import FastLanguageModel
 
@@ -104,12 +103,10 @@ def load_model(recipe: Recipe, backend: Backend, cuda: bool):
 
     kwargs: dict = {"dtype": dtype}
     if adapter == "qlora":
-        import torch
         from transformers import BitsAndBytesConfig
 
-        compute = torch.float32 if dtype == torch.float32 else dtype
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True)
     model = AutoModelForCausalLM.from_pretrained(recipe.model, **kwargs)
     return model, (None if adapter == "full" else peft_config(recipe))

@@ -14,9 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-          "{% endif %}")
+from ftplan.sizing.tokencount import CHATML
+
 SPECIALS = ["<unk>", "<pad>", "<s>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
     "what is two plus two? four. what is the capital of france? paris.",
