@@ -49,6 +49,8 @@ def _setup_options(f):
                      "planner picks LoRA, or QLoRA where LoRA does not fit]"),
         click.option("--lora-rank", "lora_rank", default=None, type=int, help="[default: 16; 8 under 1k examples]"),
         click.option("--lora-alpha", "lora_alpha", default=None, type=int, help="[default: 2 x rank]"),
+        click.option("--lora-dropout", "lora_dropout", default=0.05, show_default=True, type=float,
+                     help="LoRA dropout; above 0 each adapted linear keeps its own dropout output and mask."),
         click.option("--lora-targets", "lora_targets", default="all-linear", show_default=True,
                      help="all-linear | attention | mlp | q,k,v,o,gate,up,down | the model's module names"),
         click.option("--seq-len", "seq_len", default=2048, show_default=True, type=int),
@@ -114,7 +116,8 @@ def _training_setup(o: dict):
     return TrainingSetup(
         adapter=(o["adapter"] or "lora").lower(), lora_rank=rank,
         lora_alpha=2 * rank if o["lora_alpha"] is None else o["lora_alpha"],
-        lora_targets=o["lora_targets"], seq_len=o["seq_len"], micro_batch_size=o["batch_size"],
+        lora_targets=o["lora_targets"], lora_dropout=o["lora_dropout"], seq_len=o["seq_len"],
+        micro_batch_size=o["batch_size"],
         grad_accum=o["grad_accum"], gradient_checkpointing=o["gradient_checkpointing"],
         optimizer=o["optimizer"].lower(), precision=o["precision"].lower(), attention=o["attention"].lower(),
         gpus=o["gpus"] or 1, distributed=o["distributed"].lower(), cpu_offload=o["cpu_offload"],

@@ -29,6 +29,7 @@ def recipe_plan(recipe: Recipe, local=None, prices=None):
     hp, m = recipe.hyperparameters, recipe.method
     setup = TrainingSetup(
         adapter=m.adapter, lora_rank=m.lora.rank, lora_alpha=m.lora.effective_alpha, lora_targets=m.lora.targets,
+        lora_dropout=m.lora.dropout,
         seq_len=hp.max_seq_length, micro_batch_size=hp.batch_size, grad_accum=hp.gradient_accumulation,
         gradient_checkpointing=hp.gradient_checkpointing, optimizer=hp.optimizer,
         precision="bf16" if hp.precision == "bf16" else hp.precision,

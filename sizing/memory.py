@@ -14,7 +14,7 @@ logits materialised. `allocated` is what `torch.cuda.max_memory_allocated` repor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import constants as C
 from .architecture import Architecture, Linear
@@ -83,51 +83,69 @@ def adapter_params(arch: Architecture, setup: TrainingSetup) -> int:
 
 def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -> float:
     """Bytes one token leaves saved for backward in one decoder layer (no checkpointing)."""
-    b = setup.activation_bytes
+    b_core = setup.activation_bytes  # attention kernels run in 16-bit even on an fp32 residual stream
+    b = 4 if setup.kbit_upcast else b_core
     h, heads, kv, d = arch.hidden, arch.heads, arch.kv_heads, arch.head_dim
     full = not setup.is_adapter
     targeted = {lin.name for lin in targeted_linears(arch, setup.lora_targets)} if not full else None
 
-    # Frozen nn.Linear keeps no input; bitsandbytes' 4-bit matmul saves its input for every
-    # quantised linear, targeted or not.
+    # A frozen nn.Linear keeps no input (its backward needs only the weight). What is kept instead:
+    # - full fine-tuning: every linear's input, for its weight gradient (siblings share one tensor);
+    # - LoRA without dropout: the adapter's input, shared with siblings unless PEFT casts it to fp32
+    #   adapters (then each adapter holds its own fp32 copy);
+    # - LoRA with dropout: each adapter's own dropout output plus its 1-byte mask;
+    # - QLoRA on bitsandbytes < 0.43.2: every 4-bit linear's raw input as well.
     total = 0.0
-    # Norms upcast to fp32 and keep that copy; a trainable norm weight also keeps its input.
-    total += arch.norms_per_layer * (4 * h + (b * h if full else 0))
+    # Norms upcast to fp32 and keep that copy; a trainable norm weight also keeps its input. Fused
+    # kernels (torch.compile, Unsloth's Triton norms) keep only the 16-bit input and recompute.
+    if setup.fused_kernels:
+        total += arch.norms_per_layer * b * h
+    else:
+        total += arch.norms_per_layer * (4 * h + (b * h if full else 0))
 
     inputs_saved: set[str] = set()
-    # PEFT casts each adapter's input to the adapter dtype: with fp32 adapters on 16-bit weights,
-    # every targeted linear keeps its own fp32 copy of its input (siblings no longer share one).
     upcast = setup.is_adapter and setup.adapter_dtype == "fp32" and b == 2
+    b_adapter_in = 4 if upcast else b
+    dropout = setup.is_adapter and setup.lora_dropout > 0
+    raw_for_all = full or (setup.adapter == "qlora" and setup.quant_saves_inputs)
     for lin in arch.linears:
         tokens_through = lin.active * lin.count  # MoE experts see only their routed tokens
-        if upcast and targeted is not None and lin.name in targeted:
-            total += 4 * lin.in_features * tokens_through
-        if not (full or setup.adapter == "qlora" or (lin.name in targeted and not upcast)):
+        is_target = targeted is not None and lin.name in targeted
+        keeps_raw = raw_for_all
+        if is_target:
+            if dropout:
+                total += (b_adapter_in + 1) * lin.in_features * tokens_through
+            elif upcast:
+                total += 4 * lin.in_features * tokens_through
+            else:
+                keeps_raw = True
+            if setup.adapter == "dora":
+                total += 2 * b * lin.out_features * tokens_through  # base output + LoRA output
+        if not keeps_raw:
             continue
         key = lin.shares_input_with or lin.name
         if key in inputs_saved:
             continue
         inputs_saved.add(key)
         total += b * lin.in_features * tokens_through
-        if setup.adapter == "dora":
-            total += 2 * b * lin.out_features * lin.active * lin.count  # base output + LoRA output
 
     # Attention core. flash-attn keeps K/V at their GQA width; SDPA paths repeat K/V to all heads.
     kv_width = kv * d if setup.attention == "flash" else heads * d
-    total += b * (2 * heads * d + 2 * kv_width) + 4 * heads
+    total += b_core * (2 * heads * d + 2 * kv_width) + 4 * heads
     if setup.attention == "eager":
         # fp32 softmax output + 16-bit probabilities for the value matmul, per query token
         total += (4 + b) * heads * setup.seq_len
 
-    # MLP nonlinearity: the activation keeps its input; the gate*up product keeps both factors.
+    # MLP nonlinearity: the activation keeps its input; the gate*up product keeps both factors. A
+    # fused SwiGLU keeps only the gate and up outputs and recomputes the activation.
     for lin in arch.linears:
         if lin.block != "mlp" or "router" in lin.generic:
             continue
         width = lin.out_features * lin.active * lin.count
         if "gate" in lin.generic and "up" in lin.generic:  # fused gate_up (Phi-3, ChatGLM)
-            total += b * width + b * width / 2
+            total += b * width + (0 if setup.fused_kernels else b * width / 2)
         elif "gate" in lin.generic:
-            total += b * width + b * width  # act input, act output kept for the product
+            total += b * width + (0 if setup.fused_kernels else b * width)  # act input, act output
         elif "up" in lin.generic:
             total += b * width  # gated: product factor; plain MLP: the activation's input
     return total * C.ACTIVATION_OVERHEAD
@@ -135,6 +153,8 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -
 
 def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     setup.validate()
+    if setup.untie_embeddings and arch.tied_embeddings:
+        arch = replace(arch, tied_embeddings=False)
     notes: list[str] = []
     comp: dict[str, int] = {}
     offloaded: dict[str, int] = {}
@@ -146,10 +166,11 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     b_act = setup.activation_bytes
 
     # ---- weights ------------------------------------------------------------------------
-    frozen_other = arch.total_params - arch.linear_params
+    quantized_head = setup.adapter == "qlora" and setup.quantize_lm_head
     if setup.adapter == "qlora":
         per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if setup.double_quant else 4 / 64)
-        weights = arch.linear_params * per_param + frozen_other * 2
+        in_nf4 = arch.linear_params + (arch.lm_head_params if quantized_head else 0)
+        weights = in_nf4 * per_param + (arch.total_params - in_nf4) * (4 if setup.kbit_upcast else 2)
         notes.append(
             "QLoRA: decoder linears in NF4 (0.5 B/param + quantisation constants); embeddings, "
             "norms and lm_head stay 16-bit"
@@ -210,7 +231,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     # ---- activations --------------------------------------------------------------------
     tokens = setup.tokens_per_micro_batch
     per_layer = activation_bytes_per_token_layer(arch, setup) * tokens
-    layer_input = b_act * arch.hidden * tokens
+    layer_input = (4 if setup.kbit_upcast else b_act) * arch.hidden * tokens
     if setup.gradient_checkpointing:
         kept = arch.layers * layer_input
         if setup.activation_offload:
@@ -229,18 +250,46 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         comp["logits"] = int(C.LOGITS_BYTES_FUSED_BLOCK_TOKENS * 4 * arch.vocab * 2)
     else:
         if setup.loss == "chunked":
-            per_vocab = C.LOGITS_BYTES_CHUNKED_FACTOR * b_act
+            # a compiled loss keeps only the 16-bit logits (and a log-sum-exp per token), not the
+            # log-softmax output of each chunk
+            per_vocab = (1 if setup.fused_kernels else C.LOGITS_BYTES_CHUNKED_FACTOR) * b_act
+        elif setup.kbit_upcast:
+            per_vocab = C.LOGITS_BYTES_STANDARD_EXTRA  # an fp32 lm_head writes fp32 logits: no 16-bit copy
         else:
             per_vocab = b_act + C.LOGITS_BYTES_STANDARD_EXTRA
         comp["logits"] = int(per_vocab * arch.vocab * tokens)
 
+    # ---- when the peak happens -------------------------------------------------------------
+    # Gradients are allocated during the backward pass (zero_grad sets them to None) as saved
+    # activations are released, so for full fine-tuning the peak is the larger of two moments:
+    # backward's start (every activation and the logits live, only lm_head's gradient so far) or
+    # its end (every gradient live, one layer's activations left). Adapter gradients are too small
+    # to matter; an optimizer fused into backward never holds them all.
+    if not setup.is_adapter and not setup.optimizer_in_backward:
+        head_grad = min(grads, arch.vocab * arch.hidden * b_train / (n if shard_states else 1))
+        start = comp["activations"] + comp["logits"] + head_grad
+        last_layer = per_layer + (layer_input if setup.gradient_checkpointing else 0)
+        if grads + last_layer > start:
+            comp["activations"], comp["logits"] = int(last_layer), 0
+            notes.append("peak at the end of backward: all gradients live, activations released")
+        else:
+            comp["gradients"] = int(head_grad)
+
     # ---- transient buffers ----------------------------------------------------------------
     transient = 0
     if setup.adapter == "qlora":
-        transient += 2 * 2 * max(lin.in_features * lin.out_features for lin in arch.linears)
+        # a 4-bit linear is dequantised to a 16-bit copy for its matmul (forward and backward)
+        biggest = max(lin.in_features * lin.out_features for lin in arch.linears)
+        if quantized_head:
+            biggest = max(biggest, arch.vocab * arch.hidden)
+        transient += 2 * 2 * biggest
     if setup.adapter == "dora":
         biggest = max(lin.in_features * lin.out_features for lin in targeted_linears(arch, setup.lora_targets))
         transient += 4 * biggest  # W + s*BA materialised for the column norm
+    if setup.attention == "eager":
+        # backward through one layer's eager softmax: the probabilities' 16-bit gradient and the
+        # scores' fp32 gradient, one score matrix each
+        transient += (b_act + 4) * arch.heads * setup.seq_len * tokens
     transient += int(gathered)
     comp["buffers"] = int(transient)
 

@@ -44,6 +44,24 @@ class TrainingSetup:
     optimizer_in_backward: bool = False  # step each parameter as its gradient arrives (torchtune)
     activation_offload: bool = False  # saved activations kept in CPU memory (Unsloth, torchtune)
     double_quant: bool = True  # QLoRA: quantise the quantisation constants too (bnb default in recipes)
+    # LoRA dropout (ftplan's recipes default to 0.05): with p > 0 each adapted linear keeps its own
+    # dropout output and mask for the backward pass instead of sharing its input with its siblings.
+    lora_dropout: float = 0.05
+    # bitsandbytes before 0.43.2 (July 2024, PR #1270) saved every 4-bit linear's input for a weight
+    # gradient it never computes; ftplan's `train` extra needs a later version.
+    quant_saves_inputs: bool = False
+    # Trainers that build their own model class instead of transformers' (LitGPT) keep `lm_head` as a
+    # separate nn.Linear even when the checkpoint ties it to the embedding, and their bitsandbytes
+    # plugin quantises every nn.Linear, lm_head included. transformers ties and leaves lm_head 16-bit.
+    # torch.compile (or Unsloth's Triton kernels) fuses norms and the SwiGLU, which then keep only
+    # their 16-bit inputs for the backward pass instead of fp32 copies and intermediate outputs.
+    fused_kernels: bool = False
+    # PEFT's prepare_model_for_kbit_training (run by TRL's SFTTrainer before TRL 1.0, and by qlora.py)
+    # casts every weight that is not 4-bit to fp32: embeddings, norms and lm_head. The residual
+    # stream, the MLP and the logits then run in fp32; attention kernels still take 16-bit inputs.
+    kbit_upcast: bool = False
+    untie_embeddings: bool = False
+    quantize_lm_head: bool = False
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -92,6 +110,11 @@ class TrainingSetup:
         if self.is_adapter:
             limits["lora_rank"] = (self.lora_rank, 1, 65_536)
             limits["lora_alpha"] = (self.lora_alpha, 1, 1_000_000)
+        if self.is_adapter and not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            raise InvalidValueError(
+                f"--lora-dropout {self.lora_dropout} is impossible: it must be a probability from 0 up to "
+                "(not including) 1."
+            )
         for name, (value, low, high) in limits.items():
             if not isinstance(value, int) or not low <= value <= high:
                 raise InvalidValueError(

@@ -140,3 +140,66 @@ def test_sharded_mixed_precision_casts_per_gathered_unit_not_the_whole_model():
     assert fsdp["weights"] == arch.total_params * 4 // 8  # fp32 shards, 16-bit only while gathered
     assert zero3["weights"] == arch.total_params * 2 // 8  # DeepSpeed's bf16 mode stores the module in 16-bit
     assert single["weights"] == arch.total_params * 4 + arch.linear_params * 2  # autocast copies of every linear
+
+
+def test_lora_dropout_keeps_a_copy_per_adapted_linear():
+    no_drop = mem(lora_dropout=0.0, gradient_checkpointing=False).components["activations"]
+    drop = mem(lora_dropout=0.05, gradient_checkpointing=False).components["activations"]
+    assert drop > no_drop * 1.1
+    # the amount does not depend on p: the mask and the dropped copy exist for any p > 0
+    assert mem(lora_dropout=0.3, gradient_checkpointing=False).components["activations"] == drop
+    with pytest.raises(InvalidValueError, match="--lora-dropout"):
+        TrainingSetup(lora_dropout=1.0).validate()
+
+
+def test_legacy_bitsandbytes_saves_every_4bit_input():
+    kw = dict(adapter="qlora", lora_targets="q,v", lora_dropout=0.0, adapter_dtype="bf16",
+              gradient_checkpointing=False)
+    current, legacy = mem(**kw), mem(quant_saves_inputs=True, **kw)
+    assert legacy.components["activations"] > current.components["activations"] * 1.3
+    # bitsandbytes >= 0.43.2: a 4-bit base keeps no more than a 16-bit frozen one
+    assert current.components["activations"] == mem(**{**kw, "adapter": "lora"}).components["activations"]
+
+
+def test_full_finetune_peak_is_the_larger_of_backward_start_and_end():
+    # long sequences without checkpointing: activations dwarf gradients, so the peak is backward's
+    # start, when only lm_head's gradient exists yet
+    start = mem(adapter="full", gradient_checkpointing=False, seq_len=8192, micro_batch_size=2)
+    assert start.components["gradients"] == 2 * LLAMA8.vocab * LLAMA8.hidden
+    # with checkpointing the full gradient set at backward's end is larger
+    end = mem(adapter="full", gradient_checkpointing=True)
+    assert end.components["gradients"] == 2 * LLAMA8.total_params and end.components["logits"] == 0
+
+
+def test_separate_lm_head_for_tied_checkpoints():
+    gemma = resolve_model("gemma-2b").arch
+    assert gemma.tied_embeddings
+    tied, untied = mem(gemma), mem(gemma, untie_embeddings=True)
+    assert untied.components["weights"] - tied.components["weights"] == 2 * gemma.vocab * gemma.hidden
+    # quantising that lm_head shrinks it to NF4 but dequantises a 16-bit copy for each matmul
+    q16 = mem(gemma, adapter="qlora", untie_embeddings=True)
+    q4 = mem(gemma, adapter="qlora", untie_embeddings=True, quantize_lm_head=True)
+    assert q4.components["weights"] < q16.components["weights"]
+    assert q4.components["buffers"] >= 4 * gemma.vocab * gemma.hidden
+
+
+def test_kbit_preparation_upcasts_the_unquantised_weights_and_the_residual_stream():
+    plain, prepared = mem(adapter="qlora"), mem(adapter="qlora", kbit_upcast=True)
+    unquantised = LLAMA8.total_params - LLAMA8.linear_params
+    assert prepared.components["weights"] - plain.components["weights"] == pytest.approx(2 * unquantised, rel=1e-6)
+    assert prepared.components["activations"] > plain.components["activations"] * 1.5
+    assert prepared.components["logits"] < plain.components["logits"]  # fp32 logits, no 16-bit copy
+
+
+def test_fused_kernels_keep_less():
+    eager_ops = mem(gradient_checkpointing=False, lora_dropout=0.0).components
+    fused = mem(gradient_checkpointing=False, lora_dropout=0.0, fused_kernels=True).components
+    assert fused["activations"] < eager_ops["activations"]
+    chunked = mem(loss="chunked").components["logits"]
+    assert mem(loss="chunked", fused_kernels=True).components["logits"] == chunked // 2
+
+
+def test_eager_attention_backward_holds_score_gradients():
+    flash, eager = mem(attention="flash").components, mem(attention="eager").components
+    scores = 2048 * 2048 * LLAMA8.heads  # one layer, micro-batch 1
+    assert eager["buffers"] - flash["buffers"] == 6 * scores
