@@ -78,13 +78,59 @@ def _gpu(text: str | None) -> tuple[str | None, float | None]:
 
 def _targets(text: str | None) -> str:
     t = (text or "").lower()
+    if t.startswith("q,v,o"):
+        return "q,v,o,gate,up,down"
     if t.startswith("q,v") or t.startswith("q_proj,v_proj"):
         return "q,v"
     if t.strip() == "q,k,v":
         return "q,k,v"
-    if t.startswith("q,v,o"):
-        return "q,v,o,gate,up,down"
     return "all-linear"
+
+
+def _lora_dropout(fw: str, source_note: str) -> float:
+    """The LoRA dropout each framework's configs used (rows do not record it).
+
+    LitGPT / lit-gpt configs: 0.05. torchtune: 0.05 until PR #1492 (2024-09-04) set 0.0.
+    Unsloth (and the HF columns of Unsloth's own benchmarks): 0, Unsloth's recommended setting.
+    PEFT's FSDP/DeepSpeed QLoRA docs (examples/sft scripts): 0.1. qlora.py guanaco scripts: 0.1 up to
+    13B, 0.05 above. llama-recipes: 0.05. Otherwise PEFT's default, 0.
+    """
+    if "litgpt" in fw or "lit-gpt" in fw:
+        return 0.05
+    if "torchtune" in fw:
+        return 0.0 if any(k in fw for k in ("sep 2024", "nov 2024")) else 0.05
+    if "unsloth" in source_note:
+        return 0.0
+    if "examples/sft" in fw:
+        return 0.1
+    if "qlora.py" in fw or "llama-recipes" in fw:
+        return 0.05
+    return 0.0
+
+
+def _kbit_prepared(fw: str, gpus: int) -> bool:
+    """HF QLoRA through TRL's SFTTrainer (< 1.0) or qlora.py runs prepare_model_for_kbit_training.
+
+    TRL skips it for sharded QLoRA (FSDP / ZeRO-3 with 4-bit weights on cpu/meta), so multi-GPU
+    rows are not upcast.
+    """
+    hf = fw.startswith("hugging face") or fw.startswith("hf ") or "qlora.py" in fw
+    return hf and gpus == 1
+
+
+def _bnb_saves_inputs(fw: str, source_note: str) -> bool:
+    """bitsandbytes < 0.43.2 (fixed by PR #1270, July 2024) kept every 4-bit linear's input.
+
+    LitGPT pinned bitsandbytes 0.42.0 ("LitGPT only supports bitsandbytes v0.42.0"); lit-gpt 2023
+    ran 0.41.1; the HF/PEFT rows from 2023 to spring 2024 predate 0.43.2. torchtune quantises with
+    torchao's NF4 (saves no input); Unsloth runs its own LoRA kernels; Unsloth's 2025 HF columns ran
+    a later bitsandbytes.
+    """
+    if "torchtune" in fw or fw.startswith("unsloth"):
+        return False
+    if "2025" in source_note:
+        return False
+    return True
 
 
 def to_case(row: dict) -> tuple[Case | None, str]:
@@ -108,6 +154,7 @@ def to_case(row: dict) -> tuple[Case | None, str]:
         except FtplanError:
             return None, f"model {row['model']} not a catalog decoder"
     fw = (row["framework"] or "").lower()
+    source_note = json.dumps(row["source"]).lower()
     row_notes = (row["notes"] or "").lower()
     if fw.startswith("lit-gpt") and (row["num_gpus"] or 1) > 1:
         return None, "lit-gpt 2023 multi-GPU: peak ~ single-GPU peak (model materialised unsharded per rank)"
@@ -160,6 +207,15 @@ def to_case(row: dict) -> tuple[Case | None, str]:
         optimizer_in_backward=in_bwd,
         activation_offload="activation offloading" in notes or "unsloth" in fw,
         double_quant="double quant" in quant or "nf4-dq" in quant or "unsloth" in fw,
+        lora_dropout=_lora_dropout(fw, source_note),
+        # LitGPT's GPT class never ties lm_head to wte, and Fabric's BitsandbytesPrecision converts every
+        # nn.Linear (litgpt/model.py, scripts/convert_hf_checkpoint.py copies wte into lm_head).
+        fused_kernels="compile" in " ".join(str(row[k] or "") for k in ("notes", "seq_len_note", "flash_attention"))
+        or "unsloth" in fw,
+        kbit_upcast=method == "qlora" and _kbit_prepared(fw, gpus),
+        untie_embeddings="litgpt" in fw or "lit-gpt" in fw,
+        quantize_lm_head="litgpt" in fw or "lit-gpt" in fw,
+        quant_saves_inputs=method == "qlora" and _bnb_saves_inputs(fw, source_note),
     )
     gpu, capacity = _gpu(row["gpu"])
     metric_text = (row["memory_metric"] or "").lower()

@@ -20,7 +20,7 @@ import calibration  # noqa: E402
 from ftplan.sizing import constants as C  # noqa: E402
 
 MEMORY_GRID = {
-    "ACTIVATION_OVERHEAD": [1.2, 1.3, 1.4, 1.5, 1.6, 1.8],
+    "ACTIVATION_OVERHEAD": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5],
     "ALLOCATOR_OVERHEAD": [0.03, 0.06, 0.1, 0.15],
     "LOGITS_BYTES_STANDARD_EXTRA": [10, 12, 14, 16, 18],
     "CUDA_CONTEXT_BYTES": [int(g * 2**30) for g in (0.3, 0.5, 0.8)],
