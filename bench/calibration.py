@@ -15,7 +15,9 @@ How rows are read (what each source measured, per its notes):
 - OOM rows: flagged when the estimate's `per_gpu` exceeds the card (or the stated budget).
 - framework conventions: LitGPT, torchtune and Unsloth keep adapters in bf16 and never upcast
   the whole logits tensor to fp32 (chunked loss); HF Trainer + PEFT keeps adapters in fp32 and
-  upcasts logits. Unsloth offloads checkpointed activations to CPU.
+  upcasts logits. Unsloth offloads checkpointed activations to CPU. Settings rows do not record
+  (LoRA dropout, bitsandbytes generation, torch.compile, prepare_model_for_kbit_training,
+  LitGPT's untied lm_head) are read from the framework and date; each helper below cites why.
 """
 
 from __future__ import annotations
