@@ -203,7 +203,9 @@ def to_case(row: dict) -> tuple[Case | None, str]:
         attention=attention,
         gpus=gpus,
         distributed=distributed if gpus > 1 else "none",
-        cpu_offload=bool(row["cpu_offload"]) or ("offload" in dist_text and "no offload" not in dist_text),
+        # the data set's cpu_offload flag also marks torchtune's *activation* offloading rows
+        cpu_offload=(bool(row["cpu_offload"]) and "activation offload" not in notes)
+        or ("offload" in dist_text and "no offload" not in dist_text),
         loss=loss,
         adapter_dtype="bf16" if native_bf16 else "fp32",
         optimizer_in_backward=in_bwd,

@@ -28,8 +28,8 @@ LOGITS_BYTES_FUSED_BLOCK_TOKENS = 1024  # tokens per block of a fused linear+cro
 # lowered for adapters (small, unfused matmuls) and for consumer cards.
 MFU_PEAK = 0.7
 MFU_HALF_TOKENS = 0  # the fit found no micro-batch dependence in the data (all rows >= 1k tokens)
-MFU_HALF_WIDTH = 128
-MFU_ADAPTER_FACTOR = 1.0
+MFU_HALF_WIDTH = 256
+MFU_ADAPTER_FACTOR = 0.9
 MFU_TIER = {"datacenter": 1.0, "inference": 0.8, "workstation": 0.9, "consumer": 0.9}
 
 # Fraction of inter-GPU communication hidden behind compute (FSDP prefetch, DDP bucketing).

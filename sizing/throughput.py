@@ -76,7 +76,8 @@ def estimate_throughput(arch: Architecture, setup: TrainingSetup, gpu: GPU) -> T
     shard = n if dist in ("fsdp", "zero3", "zero2") else 1
     state_bytes = {"adamw": 16, "adamw_8bit": 8, "paged_adamw_8bit": 8, "paged_adamw_32bit": 16, "sgd": 6}
     opt = trainable / shard * state_bytes[setup.optimizer] / bw
-    if setup.cpu_offload:
+    offload = setup.cpu_offload and shard > 1  # as in the memory model: offload rides on FSDP/ZeRO
+    if offload:
         opt = trainable / shard * state_bytes[setup.optimizer] / 20e9  # CPU Adam, host memory speed
     times["optimizer"] = opt / setup.grad_accum
 
@@ -91,7 +92,7 @@ def estimate_throughput(arch: Architecture, setup: TrainingSetup, gpu: GPU) -> T
             comm += gathers * weight_bytes * frac / link + trainable * b * frac / link
         else:
             comm += 2 * trainable * b * frac / link / setup.grad_accum
-    if setup.cpu_offload:
+    if offload:
         comm += 2 * arch.total_params * 2 / shard / 25e9  # params in, gradients out over PCIe
     busy = sum(times.values())
     exposed = max(comm - C.COMM_OVERLAP * busy, (1 - C.COMM_OVERLAP) * comm) if comm else 0.0
