@@ -171,9 +171,10 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if setup.double_quant else 4 / 64)
         in_nf4 = arch.linear_params + (arch.lm_head_params if quantized_head else 0)
         weights = in_nf4 * per_param + (arch.total_params - in_nf4) * (4 if setup.kbit_upcast else 2)
+        rest = "embeddings and norms" if quantized_head else "embeddings, norms and lm_head"
         notes.append(
-            "QLoRA: decoder linears in NF4 (0.5 B/param + quantisation constants); embeddings, "
-            "norms and lm_head stay 16-bit"
+            f"QLoRA: {'linears and lm_head' if quantized_head else 'decoder linears'} in NF4 (0.5 B/param + "
+            f"quantisation constants); {rest} {'upcast to fp32' if setup.kbit_upcast else 'stay 16-bit'}"
         )
     elif setup.precision == "mixed" and shard_params and n > 1:
         # Sharded mixed precision casts per gathered unit, not the whole model: FSDP keeps fp32

@@ -50,9 +50,6 @@ class TrainingSetup:
     # bitsandbytes before 0.43.2 (July 2024, PR #1270) saved every 4-bit linear's input for a weight
     # gradient it never computes; ftplan's `train` extra needs a later version.
     quant_saves_inputs: bool = False
-    # Trainers that build their own model class instead of transformers' (LitGPT) keep `lm_head` as a
-    # separate nn.Linear even when the checkpoint ties it to the embedding, and their bitsandbytes
-    # plugin quantises every nn.Linear, lm_head included. transformers ties and leaves lm_head 16-bit.
     # torch.compile (or Unsloth's Triton kernels) fuses norms and the SwiGLU, which then keep only
     # their 16-bit inputs for the backward pass instead of fp32 copies and intermediate outputs.
     fused_kernels: bool = False
@@ -60,6 +57,9 @@ class TrainingSetup:
     # casts every weight that is not 4-bit to fp32: embeddings, norms and lm_head. The residual
     # stream, the MLP and the logits then run in fp32; attention kernels still take 16-bit inputs.
     kbit_upcast: bool = False
+    # Trainers that build their own model class instead of transformers' (LitGPT) keep `lm_head` as a
+    # separate nn.Linear even when the checkpoint ties it to the embedding, and their bitsandbytes
+    # plugin quantises every nn.Linear, lm_head included. transformers ties and leaves lm_head 16-bit.
     untie_embeddings: bool = False
     quantize_lm_head: bool = False
 
