@@ -6,6 +6,7 @@ is what `ftplan estimate DATA` prints and what its `--json` emits (schema in the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -136,6 +137,11 @@ def plan_for_data(
                        params=arch.total_params, method=method, adapter=adapter, verifier=verifier,
                        lora_rank=lora_rank, epochs=epochs)
     base = replace(base, lora_rank=choice.lora_rank, lora_alpha=lora_alpha or choice.lora_alpha)
+    if not packing and choice.objective != "grpo" and stats.lengths.get("max"):
+        # Padding goes to the longest sequence in each micro-batch, so no batch is longer than the
+        # data's longest (truncated) sequence: size memory for that, with the count's uncertainty.
+        longest = math.ceil(stats.lengths["max"] * (1 + stats.uncertainty))
+        base = replace(base, seq_len=max(1, min(base.seq_len, longest)))
     work = make_workload(stats, choice, packing=packing, group_size=group_size, completion_len=completion_len)
     if precompute_ref:
         if choice.objective not in ("dpo", "kto"):

@@ -54,3 +54,23 @@ def test_limits_leave_no_plan_and_a_suggestion():
 def test_impossible_options(kw, needle):
     with pytest.raises(InvalidValueError, match=needle):
         plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", **kw)
+
+
+def test_memory_is_sized_for_the_longest_sequence_not_the_cap():
+    """Padding stops at each micro-batch's longest sequence: short data needs less than --seq-len."""
+    from ftplan.sizing.catalog import resolve_model
+    from ftplan.sizing.memory import estimate_memory
+    from ftplan.sizing.setup import TrainingSetup
+
+    padded = plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", gpus={"H100"}, counts={1}, adapter="lora")
+    packed = plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", gpus={"H100"}, counts={1}, adapter="lora",
+                           packing=True)
+    longest = padded.dataset.lengths["max"]
+    assert longest < 100  # the bundled chat examples are short
+    arch = resolve_model("llama-3.1-8b").arch
+    at_cap = estimate_memory(arch, TrainingSetup(lora_rank=8, lora_alpha=16)).per_gpu
+    def gpu_memory(result):
+        return next(p.per_gpu_bytes for p in result.plans if p.per_gpu_bytes)
+
+    assert gpu_memory(padded) < at_cap
+    assert gpu_memory(packed) > gpu_memory(padded)  # packed rows fill --seq-len
