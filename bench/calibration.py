@@ -214,8 +214,7 @@ def to_case(row: dict) -> tuple[Case | None, str]:
         lora_dropout=_lora_dropout(fw, source_note),
         # LitGPT's GPT class never ties lm_head to wte, and Fabric's BitsandbytesPrecision converts every
         # nn.Linear (litgpt/model.py, scripts/convert_hf_checkpoint.py copies wte into lm_head).
-        fused_kernels="compile" in " ".join(str(row[k] or "") for k in ("notes", "seq_len_note", "flash_attention"))
-        or "unsloth" in fw,
+        fused_kernels="compile" in notes + str(row["flash_attention"]).lower() or "unsloth" in fw,
         kbit_upcast=method == "qlora" and _kbit_prepared(fw, gpus),
         untie_embeddings="litgpt" in fw or "lit-gpt" in fw,
         quantize_lm_head="litgpt" in fw or "lit-gpt" in fw,
