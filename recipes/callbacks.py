@@ -1,8 +1,11 @@
 """A TrainerCallback that turns the Trainer's life into ftplan events, checkpoints by time, and stops cleanly.
 
-Stopping is cooperative: SIGTERM (what `ftplan cancel` sends) or SIGINT only raises a flag; at
+Stopping is cooperative: SIGTERM (what `ftplan cancel` sends locally), SIGINT, a stop file (how
+a cancel reaches a Modal container) or the end of a segment's time budget only raise a flag; at
 the next step boundary the callback asks the Trainer to save a checkpoint and stop, so a
-cancelled run always leaves a usable, complete checkpoint.
+cancelled run always leaves a usable, complete checkpoint. In a multi-GPU run every decision to
+save or stop is taken by all ranks together (one all-reduce of three flags per step): a rank
+that saved or stopped alone would leave the others waiting in a collective forever.
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ def peak_memory() -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "cpu_peak_rss"
 
 
+def agree(flags: list[float]) -> list[bool]:
+    """Each flag raised on any rank is raised on all (MAX all-reduce); one process: the flags as they are."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [bool(f) for f in flags]
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(flags, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 class StopFlag:
     def __init__(self) -> None:
         self.requested = False
@@ -41,8 +57,11 @@ class StopFlag:
 class EventCallback(TrainerCallback):
     COST_EVERY_SECONDS = 60
 
-    def __init__(self, writer: EventWriter, stop: StopFlag, every_minutes: float | None, usd_per_hour: float = 0.0):
+    def __init__(self, writer: EventWriter, stop: StopFlag, every_minutes: float | None, usd_per_hour: float = 0.0,
+                 stop_file: str | None = None, max_seconds: float | None = None):
         self.writer = writer
+        self.stop_file = Path(stop_file) if stop_file else None
+        self.max_seconds = max_seconds
         self.usd_per_hour = usd_per_hour
         self.began = time.monotonic()
         self.last_cost = self.began
@@ -57,10 +76,23 @@ class EventCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_log = (time.monotonic(), state.num_input_tokens_seen or 0)
 
+    def _local_flags(self) -> list[float]:
+        now = time.monotonic()
+        if self.stop_file is not None and not self.stop.requested and self.stop_file.exists():
+            self.stop.request("cancel requested")
+        save = bool(self.every_seconds and now - self.last_save >= self.every_seconds)
+        segment = bool(self.max_seconds and now - self.began >= self.max_seconds)
+        return [float(save), float(self.stop.requested), float(segment)]
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self.every_seconds and time.monotonic() - self.last_save >= self.every_seconds:
+        save, stop, segment = agree(self._local_flags())
+        if stop and not self.stop.requested:
+            self.stop.request("cancel requested")  # another rank saw it
+        if segment and not self.stop.requested:
+            self.stop.request("segment")
+        if save:
             control.should_save = True
-        if self.stop.requested:
+        if stop or segment:
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step

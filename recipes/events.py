@@ -41,6 +41,18 @@ class EventWriter:
         self._fh.close()
 
 
+class NullWriter:
+    """The events sink of every process but the main one in a multi-GPU run: one writer per job."""
+
+    path = None
+
+    def emit(self, type_: str, **fields) -> dict:
+        return {"type": type_, **fields}
+
+    def close(self) -> None:
+        pass
+
+
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[tuple[int, dict]], int]:
     """(byte offset of the line, event) for each complete line after `offset`, and the offset to continue from.
 

@@ -13,19 +13,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from ftplan.sizing.errors import FtplanError
 
-from .checkpoints import checkpoints, last_complete
-from .events import EventWriter
+from .checkpoints import checkpoints, last_complete, pick_resumable
+from .events import EventWriter, NullWriter
 from .schema import Recipe, load_recipe
 
 PACKAGES = ("ftplan", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "tokenizers",
@@ -71,29 +72,42 @@ def write_manifest(out: Path, recipe: Recipe, plan: dict | None, actuals: dict, 
 
 
 @dataclass
-class GateOptions:
-    skip: bool = False
-    golden_sha256: str | None = None  # frozen when `ftplan run` started
+class ProgramOptions:
+    """What the launcher asks of this run beyond the recipe (the command line's flags)."""
+
+    plan: dict | None = None
+    usd_per_hour: float = 0.0  # what this machine costs, for the actuals and the cost events
+    resume: bool = False  # continue from this job's own newest checkpoint (a retried attempt)
+    resume_dirs: list[str] = field(default_factory=list)  # earlier jobs' checkpoints (`ftplan run --resume`)
+    skip_eval: bool = False
+    golden_sha256: str | None = None  # the golden set frozen when `ftplan run` started
+    stop_file: str | None = None  # a cancel request: checkpoint and stop once this file exists
+    max_seconds: float | None = None  # a segment's budget: checkpoint and hand over after this long
 
 
-def run(recipe_path: str, output: str | None, events_path: str | None, resume: bool, plan: dict | None,
-        usd_per_hour: float, writer: EventWriter | None = None, gate: GateOptions | None = None) -> int:
+def is_main_process() -> bool:
+    """Only global rank 0 writes events and the manifest (accelerate/torchrun set RANK on every process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(recipe_path: str, output: str | None, events_path: str | None, opts: ProgramOptions | None = None,
+        writer: EventWriter | None = None) -> int:
     started = time.monotonic()
-    gate = gate or GateOptions()
+    opts = opts or ProgramOptions()
     recipe = load_recipe(recipe_path)
     out = Path(output or recipe.output.dir)
     out.mkdir(parents=True, exist_ok=True)
-    writer = writer or EventWriter(events_path or out / "events.jsonl")
+    writer = writer or (EventWriter(events_path or out / "events.jsonl") if is_main_process() else NullWriter())
     fmt = stats = None
     if recipe.method.objective != "merge":
         from .data import check_data
 
         fmt, stats = check_data(recipe)  # every line, before any heavy import
-    if recipe.eval.golden and not gate.skip:
+    if recipe.eval.golden and not opts.skip_eval:
         from .golden import file_sha256, load_golden
 
-        load_golden(recipe.eval.golden, gate.golden_sha256)  # malformed or changed: refused before training
-        gate.golden_sha256 = gate.golden_sha256 or file_sha256(recipe.eval.golden)
+        load_golden(recipe.eval.golden, opts.golden_sha256)  # malformed or changed: refused before training
+        opts.golden_sha256 = opts.golden_sha256 or file_sha256(recipe.eval.golden)
 
     from .callbacks import StopFlag
 
@@ -101,19 +115,20 @@ def run(recipe_path: str, output: str | None, events_path: str | None, resume: b
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.request(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _train(recipe, out, writer, fmt, stats, stop, plan, usd_per_hour, resume, started, gate)
+        return _train(recipe, out, writer, fmt, stats, stop, started, opts)
     finally:
         for sig, handler in previous.items():  # a library call must not leave its handlers behind
             signal.signal(sig, handler)
 
 
-def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, plan: dict | None,
-           usd_per_hour: float, resume: bool, started: float, gate: GateOptions) -> int:
+def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, started: float,
+           opts: ProgramOptions) -> int:
     import torch
 
     from .backend import load_model, load_tokenizer, select_backend, unsloth_installed
     from .callbacks import EventCallback, peak_memory
 
+    main = is_main_process()
     cuda = torch.cuda.is_available()
     gpus = torch.cuda.device_count() if cuda else 0
     if recipe.method.objective == "merge":
@@ -125,7 +140,7 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, pla
         tok, _ = load_tokenizer(recipe.model)
         tok.save_pretrained(str(target))
         actuals = {"wall_seconds": round(time.monotonic() - started, 2), "usd": 0.0}
-        write_manifest(out, recipe, plan, actuals, {"name": "peft", "reason": "add_weighted_adapter"})
+        write_manifest(out, recipe, opts.plan, actuals, {"name": "peft", "reason": "add_weighted_adapter"})
         writer.emit("finished", status="completed", output=str(target), **actuals)
         return 0
 
@@ -133,11 +148,8 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, pla
                              unsloth_installed=unsloth_installed(), gpus=max(gpus, 1))
     ckpt_root = out / "checkpoints"
     resume_from = None
-    if resume:
-        resume_from = last_complete(ckpt_root)
-        partial = [str(f) for step, f, done in checkpoints(ckpt_root) if not done]
-        if partial:
-            writer.emit("log", level="warning", message=f"skipping incomplete checkpoint(s): {', '.join(partial)}")
+    if opts.resume or opts.resume_dirs:
+        resume_from = resume_point(ckpt_root, opts.resume_dirs, writer)
     writer.emit("started", recipe=recipe.name, objective=recipe.method.objective, adapter=recipe.method.adapter,
                 backend=backend.name, backend_reason=backend.reason, device="cuda" if cuda else "cpu", gpus=gpus,
                 examples=stats.examples, data_format=fmt.key, recipe_hash=recipe.digest(),
@@ -155,7 +167,8 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, pla
     model, peft_cfg = load_model(recipe, backend, cuda)
     from .trainers import build_trainer
 
-    callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes, usd_per_hour)
+    callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes, opts.usd_per_hour,
+                             stop_file=opts.stop_file, max_seconds=opts.max_seconds)
     trainer = build_trainer(recipe, model, tokenizer, peft_cfg, train_ds, eval_ds, str(ckpt_root), cuda, [callback])
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.monotonic() - started
@@ -167,33 +180,59 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, pla
         "peak_memory_bytes": mem, "memory_metric": metric,
         "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
         "tokens_seen": trainer.state.num_input_tokens_seen, "wall_seconds": round(wall, 2),
-        "usd": round(usd_per_hour * wall / 3600, 4),
+        "usd": round(opts.usd_per_hour * wall / 3600, 4),
     }
+    if stop.requested and stop.reason == "segment":
+        # Not the job's end: the caller (Modal's body) starts the next segment from this checkpoint.
+        writer.emit("log", level="info", kind="segment_end", step=trainer.state.global_step,
+                    checkpoint=str(last_complete(ckpt_root)), message=f"segment ended after {wall / 3600:,.2f} h at "
+                    f"step {trainer.state.global_step}; the next one resumes from its checkpoint")
+        return 0
     if stop.requested:
         writer.emit("finished", status="cancelled", reason=stop.reason, checkpoint=str(last_complete(ckpt_root)),
                     **actuals)
-        write_manifest(out, recipe, plan, {**actuals, "status": "cancelled"}, backend.__dict__)
+        if main:
+            write_manifest(out, recipe, opts.plan, {**actuals, "status": "cancelled"}, backend.__dict__)
         return 0
     target = out / ("model" if recipe.method.adapter == "full" else "adapter")
     trainer.save_model(str(target))
-    tokenizer.save_pretrained(str(target))
+    if main:
+        tokenizer.save_pretrained(str(target))
     status = "completed"
-    if recipe.eval.golden and gate.skip:
+    if recipe.eval.golden and opts.skip_eval:
         actuals["eval"] = {"skipped": True}
         writer.emit("log", level="warning", message="eval gate skipped (--skip-eval): recorded in the manifest")
-    elif recipe.eval.golden:
-        actuals["eval"] = run_gate(recipe, target, gate.golden_sha256, writer)
+    elif recipe.eval.golden and main:
+        actuals["eval"] = run_gate(recipe, target, opts.golden_sha256, writer)
         if not actuals["eval"]["passed"]:
             status = "blocked"  # kept on disk, never merged, pushed or promoted
-    if status == "completed" and recipe.output.merge and recipe.method.adapter != "full":
+    if status == "completed" and recipe.output.merge and recipe.method.adapter != "full" and main:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
         tokenizer.save_pretrained(str(out / "merged"))
-    if status == "completed" and recipe.output.push_to_hub:
+    if status == "completed" and recipe.output.push_to_hub and main:
         actuals["pushed_to"] = push_to_hub(target, recipe.output.push_to_hub, writer)
-    write_manifest(out, recipe, plan, {**actuals, "status": status}, backend.__dict__)
+    if main:
+        write_manifest(out, recipe, opts.plan, {**actuals, "status": status}, backend.__dict__)
     writer.emit("finished", status=status, output=str(target), **actuals)
     return 0
+
+
+def resume_point(own: Path, earlier: list[str], writer: EventWriter) -> Path | None:
+    """The newest checkpoint that loads, here or in earlier jobs' folders this one continues; say what it skipped."""
+    partial = [str(f) for root in (own, *earlier) for _, f, done in checkpoints(root) if not done]
+    if partial:
+        writer.emit("log", level="warning", message=f"skipping incomplete checkpoint(s): {', '.join(partial)}")
+    chosen, skipped = pick_resumable([own, *earlier])
+    for folder, why in skipped:
+        writer.emit("log", level="warning", message=f"checkpoint {folder} cannot be loaded ({why}); skipped")
+    if chosen is None and earlier:
+        raise FtplanError(f"no checkpoint in {', '.join(earlier)} can be loaded" +
+                          (f" ({skipped[0][1]})" if skipped else "") + "; run the recipe without --resume.")
+    if chosen is not None:
+        writer.emit("log", level="info" if not skipped else "warning",
+                    message=f"resuming from {chosen}" + (" (the newest checkpoint that loads)" if skipped else ""))
+    return chosen
 
 
 def run_gate(recipe: Recipe, target: Path, golden_sha256: str | None, writer: EventWriter) -> dict:
@@ -231,20 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", help="output folder (default: the recipe's output.dir)")
     ap.add_argument("--events", help="events file (default: OUTPUT/events.jsonl)")
     ap.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    ap.add_argument("--resume-from", action="append", default=[], metavar="DIR",
+                    help="also look for checkpoints in DIR (an earlier job's checkpoints folder); repeatable")
     ap.add_argument("--plan", help="JSON file with the plan to record in the manifest")
     ap.add_argument("--usd-per-hour", type=float, default=0.0, help="what this machine costs, for the actuals")
     ap.add_argument("--skip-eval", action="store_true", help="do not run the eval gate (recorded)")
     ap.add_argument("--golden-sha256", help="the golden set's hash when the run started (refuse it if changed)")
+    ap.add_argument("--stop-file", help="checkpoint and stop once this file exists (a cancel request)")
+    ap.add_argument("--max-seconds", type=float, help="checkpoint and end this segment after this many seconds")
     args = ap.parse_args(argv)
-    plan = json.loads(Path(args.plan).read_text()) if args.plan else None
+    opts = ProgramOptions(plan=json.loads(Path(args.plan).read_text()) if args.plan else None,
+                          usd_per_hour=args.usd_per_hour, resume=args.resume, resume_dirs=args.resume_from,
+                          skip_eval=args.skip_eval, golden_sha256=args.golden_sha256, stop_file=args.stop_file,
+                          max_seconds=args.max_seconds)
     writer = None
     try:
-        if args.events or args.output:
+        if not is_main_process():
+            writer = NullWriter()
+        elif args.events or args.output:
             writer = EventWriter(args.events or Path(args.output) / "events.jsonl")
         else:  # the recipe names the output folder; a recipe that does not load gets no events file
             writer = EventWriter(Path(load_recipe(args.recipe).output.dir) / "events.jsonl")
-        return run(args.recipe, args.output, args.events, args.resume, plan, args.usd_per_hour, writer,
-                   GateOptions(args.skip_eval, args.golden_sha256))
+        return run(args.recipe, args.output, args.events, opts, writer)
     except FtplanError as exc:
         if writer:
             writer.emit("failed", error=str(exc), kind="input", stage="before training")
