@@ -140,13 +140,13 @@ def test_plan_path_imports_no_heavy_libraries():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_estimate_uses_the_users_measured_speed(tmp_path):
-    from ftplan.launcher.jobstore import JobStore
+def test_estimate_uses_the_users_measured_speed_and_never_opens_the_job_store(tmp_path):
+    from ftplan.launcher import speedlog
 
     env = {"FTPLAN_HOME": str(tmp_path)}
     base = json.loads(run("estimate", "--model", "llama-3.1-8b", "--gpu", "L4", "--json", env=env).output)
-    store = JobStore(tmp_path / "jobs.sqlite3")
-    store.record_measurement("L4", "j1", 1000.0, 500.0, None, None)
+    speedlog.record("L4", "j1", 1000.0, 500.0, file=tmp_path / "speed.json")
+    (tmp_path / "jobs.sqlite3").write_bytes(b"garbage, not a database")  # estimate must not care
     slow = json.loads(run("estimate", "--model", "llama-3.1-8b", "--gpu", "L4", "--json", env=env).output)
     assert slow["throughput"]["tokens_per_second"] == pytest.approx(base["throughput"]["tokens_per_second"] / 2, 0.01)
     assert any("scaled by 0.50" in w for w in slow["warnings"])

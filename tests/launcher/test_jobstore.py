@@ -1,23 +1,53 @@
 import multiprocessing as mp
+import sqlite3
 
 import pytest
 
-from ftplan.launcher.jobstore import JobStore
+from ftplan.launcher import speedlog
+from ftplan.launcher.jobstore import FinalRecordError, JobStore
 from ftplan.sizing.errors import FtplanError
 
 
-def test_create_update_get_and_prefix_lookup(tmp_path):
+def test_create_update_get_and_literal_prefix_or_suffix_lookup(tmp_path):
     store = JobStore(tmp_path / "j.sqlite3")
     jid = store.create("local", recipe_hash="abc", name="r", plan={"usd": 1.5}, output_dir="/o")
     store.update(jid, status="running", actuals={"usd": 0.1})
     store.merge_provider_ids(jid, pid=123)
     job = store.get(jid[-6:])
     assert job["status"] == "running" and job["plan"] == {"usd": 1.5} and job["provider_ids"] == {"pid": 123}
+    assert store.get(jid[:15])["id"] == jid and store.get(jid)["id"] == jid
     with pytest.raises(FtplanError, match="no job"):
         store.get("nope")
-    import sqlite3
-
     assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persists in the file
+
+
+@pytest.mark.parametrize("pattern", ["%", "_", "%%", "2026%", "%-%", "____"])
+def test_sql_wildcards_are_characters_not_patterns(tmp_path, pattern):
+    store = JobStore(tmp_path / "j.sqlite3")
+    store.create("local", job_id="20261202-070000-aaaaaa")
+    with pytest.raises(FtplanError, match="no job"):
+        store.get(pattern)
+
+
+def test_an_ambiguous_prefix_names_the_candidates(tmp_path):
+    store = JobStore(tmp_path / "j.sqlite3")
+    a = store.create("local", job_id="20261202-070000-aaaaaa")
+    b = store.create("local", job_id="20261202-070001-bbbbbb")
+    with pytest.raises(FtplanError, match="matches 2 jobs") as exc:
+        store.get("20261202-07")
+    assert a in str(exc.value) and b in str(exc.value)
+
+
+def test_a_final_record_never_changes_but_takes_annotations(tmp_path):
+    store = JobStore(tmp_path / "j.sqlite3")
+    jid = store.create("local", status="running")
+    store.update(jid, status="failed", error="killed")
+    for change in ({"status": "completed"}, {"actuals": {"steps": 60}}, {"error": None}):
+        with pytest.raises(FinalRecordError, match="is final"):
+            store.update(jid, **change)
+    store.update(jid, eval={"passed": True}, outputs={"path": "/x"})  # later commands' results about it
+    job = store.get(jid)
+    assert job["status"] == "failed" and job["error"] == "killed" and job["eval"] == {"passed": True}
 
 
 def test_events_are_stored_once_even_when_ingested_twice(tmp_path):
@@ -50,14 +80,23 @@ def test_two_processes_at_once_do_not_corrupt_the_store(tmp_path):
     store = JobStore(path)
     seqs = [e["_seq"] for e in store.events(jid)]
     assert seqs == list(range(250))
-    import sqlite3
-
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_speed_correction_is_the_median_ratio(tmp_path):
-    store = JobStore(tmp_path / "j.sqlite3")
-    assert store.speed_correction("H100") is None
+def test_a_damaged_store_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    path.write_bytes(b"\x00garbage, not sqlite" * 100)
+    with pytest.raises(FtplanError) as exc:
+        JobStore(path)
+    assert str(path) in str(exc.value) and "Move it aside" in str(exc.value) and "--import" in str(exc.value)
+
+
+def test_speed_correction_is_the_median_ratio_and_a_damaged_log_is_ignored_with_a_note(tmp_path):
+    log = tmp_path / "speed.json"
+    assert speedlog.corrections(log) == ({}, None)
     for i, (pred, act) in enumerate([(1000, 800), (1000, 900), (1000, 1200)]):
-        store.record_measurement("H100", f"j{i}", pred, act, None, None)
-    assert store.speed_correction("H100") == (0.9, 3)
+        speedlog.record("H100", f"j{i}", pred, act, file=log)
+    assert speedlog.corrections(log)[0] == {"H100": (0.9, 3)}
+    log.write_text("{not json")
+    found, note = speedlog.corrections(log)
+    assert found == {} and str(log) in note
