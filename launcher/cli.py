@@ -7,9 +7,7 @@ User errors (`FtplanError`) become one paragraph on stderr and exit code 2, here
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -127,11 +125,13 @@ def _training_setup(o: dict):
 
 
 def _speed_corrections() -> dict:
-    """Measured/predicted speed per GPU from the user's finished runs; {} when there is no job store yet."""
-    from ftplan.launcher.jobstore import JobStore, default_path
+    """Measured/predicted speed per GPU from the user's finished runs (never opens the job store)."""
+    from ftplan.launcher.speedlog import corrections
 
-    path = default_path()
-    return JobStore(path).speed_corrections() if path.exists() else {}
+    found, problem = corrections()
+    if problem:
+        click.echo(f"ftplan: note: {problem}", err=True)
+    return found
 
 
 def _plan(data: str, o: dict):
@@ -260,7 +260,7 @@ def compare(data, as_json, **o) -> None:
     """Local box vs each cloud vs each API: time, dollars and break-even for one job (DATA or a RECIPE.yaml)."""
     if data.endswith((".yaml", ".yml")):
         from ftplan.launcher.localgpu import local_box
-        from ftplan.launcher.runs import recipe_plan
+        from ftplan.launcher.recipeplan import recipe_plan
         from ftplan.recipes.schema import load_recipe
         from ftplan.sizing.prices import load_prices
 
@@ -393,7 +393,7 @@ def init(method, output) -> None:
 def plan(recipe, local, electricity, prices_file, top, as_json) -> None:
     """The estimate for a recipe: the same plan `ftplan estimate DATA` gives with the recipe's settings."""
     from ftplan.launcher.localgpu import local_box
-    from ftplan.launcher.runs import recipe_plan
+    from ftplan.launcher.recipeplan import recipe_plan
     from ftplan.recipes.schema import load_recipe
     from ftplan.sizing.prices import load_prices
 
@@ -411,409 +411,14 @@ def plan(recipe, local, electricity, prices_file, top, as_json) -> None:
     print_plan(result, top=top)
 
 
-def _store():
-    from ftplan.launcher.jobstore import JobStore
-
-    return JobStore()
-
-
-@cli.command()
-@click.argument("recipe")
-@click.option("--provider", default="local", show_default=True, help="local | modal | together | openai (legacy)")
-@click.option("--detach", is_flag=True, help="Start and return; follow with `ftplan logs ID --follow`.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask before starting.")
-@click.option("--max-cost", "max_cost", type=float, default=None, help="Refuse or stop the run above this many USD.")
-@click.option("--resume", "resume_job", default=None, help="Continue job ID from its last complete checkpoint.")
-@click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi].")
-@click.option("--electricity", type=float, default=None, help="USD per kWh for the local box.")
-@click.option("--skip-eval", "skip_eval", is_flag=True, help="Do not run the eval gate after training (recorded).")
-def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity, skip_eval) -> None:
-    """Run RECIPE: show the plan, ask, start the training program, and show it live."""
-    from rich.console import Console
-
-    from ftplan.launcher.localgpu import local_box
-    from ftplan.launcher.runs import recipe_plan, record_actuals, start_local, watch
-    from ftplan.recipes.data import check_data
-    from ftplan.recipes.schema import load_recipe
-    from ftplan.sizing.prices import load_prices
-
-    if provider not in ("local", "modal", "together", "openai"):
-        raise FtplanError(f"--provider {provider}: choose local, modal, together or openai (legacy).")
-    if max_cost is not None and max_cost <= 0:
-        raise FtplanError(f"--max-cost {max_cost:g} is impossible: give a positive number of USD.")
-    console = Console(stderr=False)
-    r = load_recipe(recipe)
-    if r.method.objective != "merge":
-        check_data(r)  # every line, before anything starts
-    if provider in ("together", "openai"):
-        _run_managed(provider, recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
-        return
-    if provider == "modal":
-        _run_modal(recipe, r, detach=detach, yes=yes, max_cost=max_cost, console=console)
-        return
-    book = load_prices()
-    box = local_box(local, book, electricity, None, None)
-    plan_dict, usd_per_hour, planned = None, 0.0, None
-    if r.method.objective != "merge":
-        try:
-            result = recipe_plan(r, box, book)
-            plan_dict = result.to_dict()
-        except FtplanError as exc:  # an architecture the planner cannot read: run anyway, say so
-            console.print(f"[yellow]no estimate:[/] {exc}")
-        if plan_dict:
-            lp = plan_dict.get("local")
-            if lp:
-                usd_per_hour, planned = lp["usd_per_hour"], lp["usd"]
-                console.print(f"Plan on {lp['label']}: {lp['adapter']}, {lp['per_gpu_bytes'] / 2**30:,.1f} of "
-                              f"{lp['gpu_memory_bytes'] / 2**30:,.0f} GiB per GPU, ~{lp['hours'] * 60:,.0f} min, "
-                              f"~${lp['usd']:,.2f} of power.")
-            else:
-                console.print("No local GPU (nvidia-smi found none; --local names one): the run uses the CPU, "
-                              "which the planner does not time. Fine for tiny models; use a GPU for real ones.")
-            if plan_dict.get("cheapest"):
-                c = plan_dict["cheapest"]
-                console.print(f"[dim]For comparison, the cheapest plan anywhere: {c['label']} "
-                              f"{c['count'] or ''} {c['gpu'] or ''} ${c['usd']:,.2f}.[/]")
-    if max_cost is not None and planned is not None and planned > max_cost:
-        raise FtplanError(f"the plan costs ${planned:,.2f}, above --max-cost {max_cost:g}; nothing was started.")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise FtplanError("not starting without a yes: run in a terminal to answer, or pass --yes.")
-        if not click.confirm(f"Start {r.name or recipe} on the local machine?", default=True):
-            click.echo("Not started.")
-            return
-    store = _store()
-    if r.eval.golden and not skip_eval:
-        from ftplan.recipes.golden import load_golden
-
-        load_golden(r.eval.golden)  # malformed lines are reported now, not after hours of training
-    job_id = start_local(store, recipe, r, plan=plan_dict, usd_per_hour=usd_per_hour, resume_job=resume_job,
-                         skip_eval=skip_eval)
-    click.echo(f"job {job_id} started (output {store.get(job_id)['output_dir']})")
-    if detach:
-        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Status: ftplan status {job_id}   "
-                   f"Stop: ftplan cancel {job_id}")
-        return
-    job = watch(store, job_id, label=r.name or Path(recipe).stem, usd_per_hour=usd_per_hour, planned_usd=planned,
-                max_cost=max_cost, console=console)
-    record_actuals(store, job)
-    if job["status"] == "failed":
-        click.echo(f"job {job_id} failed: {job.get('error')}. Checkpoints are kept in {job['output_dir']}; "
-                   f"`ftplan run {recipe} --resume {job_id}` continues.", err=True)
-        sys.exit(1)
-    if job["status"] == "blocked":
-        reasons = "; ".join((job.get("eval") or {}).get("reasons", []))
-        click.echo(f"job {job_id}: the adapter is BLOCKED by the eval gate ({reasons}). It is kept in "
-                   f"{job['output_dir']} but was not merged or pushed; `ftplan eval {job_id}` shows the details.",
-                   err=True)
-        sys.exit(1)
-
-
-def _run_modal(recipe_path, r, *, detach, yes, max_cost, console) -> None:
-    """Checks before anything is uploaded; then the data to a Volume, the app, and the spawned call."""
-    from ftplan.launcher.runs import recipe_plan, watch
-    from ftplan.providers import modal_app
-
-    modal_app.check_ready()
-    try:
-        plan = recipe_plan(r).to_dict()
-    except FtplanError as exc:  # an architecture the planner cannot read: a pinned GPU still works
-        console.print(f"[yellow]no estimate:[/] {exc}")
-        plan = None
-    spec = modal_app.spec_for(r, plan)
-    mp = next((p for p in plan["per_provider"] if p["provider"] == "modal"), None) if plan else None
-    console.print(modal_app.describe(spec))
-    if mp:
-        console.print(f"Plan on Modal: {mp['count']} x {mp['gpu']} ({mp['adapter']}), ~{mp['hours']:,.2f} h, "
-                      f"~${mp['usd']:,.2f} at ${mp['usd_per_hour']:,.2f}/h (GPU + CPU + memory, per second).")
-        if max_cost is not None and mp["usd"] > max_cost:
-            raise FtplanError(f"the Modal plan costs ${mp['usd']:,.2f}, above --max-cost {max_cost:g}; nothing was "
-                              "uploaded.")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise FtplanError("not starting a paid run without a yes: run in a terminal to answer, or pass --yes.")
-        if not click.confirm("Start it on Modal?", default=False):
-            click.echo("Not started.")
-            return
-    store = _store()
-    out = Path(r.output.dir).resolve()
-    job_id = store.create("modal", recipe_path=str(Path(recipe_path).resolve()), recipe_hash=r.digest(),
-                          name=r.name or Path(recipe_path).stem, plan=plan, output_dir=str(out),
-                          events_path=str(out / "events.jsonl"), status="preparing")
-    try:
-        call_id = modal_app.submit(r, spec, job_id, detach=detach)
-    except Exception as exc:
-        store.update(job_id, status="failed", error=f"stopped while submitting to Modal: {exc}")
-        raise FtplanError(f"Modal submission failed: {exc}. The job record {job_id} keeps where it stopped.") \
-            from None
-    store.update(job_id, status="submitted", provider_ids={"function_call": call_id, "gpu": spec.gpu,
-                                                           "usd_per_hour": spec.usd_per_hour})
-    click.echo(f"job {job_id} running on Modal (FunctionCall {call_id})")
-    if detach:
-        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Stop: ftplan cancel {job_id}   "
-                   f"Outputs: ftplan pull {job_id}")
-        return
-    job = watch(store, job_id, label=r.name or Path(recipe_path).stem, usd_per_hour=spec.usd_per_hour,
-                planned_usd=mp["usd"] if mp else None, max_cost=max_cost, console=console,
-                poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "10")))
-    if job["status"] == "completed":
-        click.echo(f"outputs downloaded to {modal_app.pull(job, out)}")
-
-
-@cli.command(name="eval")
-@click.argument("target")
-@click.option("--golden", default=None, help="Golden set JSONL [default: the recipe's eval.golden].")
-@click.option("--model", "base_model", default=None, help="Base model [default: the job's recipe or the adapter's].")
-@click.option("--max-new-tokens", default=64, show_default=True, type=int)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
-def eval_cmd(target, golden, base_model, max_new_tokens, batch_size, as_json) -> None:
-    """Run the eval gate on an adapter folder or a job: base vs adapter per category; exit 1 when it fails."""
-    from ftplan.recipes.evalgate import evaluate
-    from ftplan.recipes.schema import load_recipe
-
-    job, recipe, thresholds, judge, sha = None, None, {}, None, None
-    path = Path(target)
-    if not path.exists():
-        store = _store()
-        job = store.get(target)
-        recipe = load_recipe(job["recipe_path"])
-        path = Path(job["output_dir"]) / ("model" if recipe.method.adapter == "full" else "adapter")
-        sha = job.get("golden_sha256") if not golden else None
-    elif (path / "manifest.json").is_file() or (path.parent / "manifest.json").is_file():
-        manifest = path / "manifest.json" if (path / "manifest.json").is_file() else path.parent / "manifest.json"
-        from ftplan.recipes.schema import parse_recipe
-
-        recipe = parse_recipe(json.loads(manifest.read_text())["recipe"], str(manifest))
-        if (path / "adapter").is_dir():
-            path = path / "adapter"
-    if recipe:
-        thresholds, judge = recipe.eval.thresholds, recipe.eval.judge
-        golden = golden or recipe.eval.golden
-        base_model = base_model or recipe.model
-    if base_model is None and (path / "adapter_config.json").is_file():
-        base_model = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not golden:
-        raise FtplanError("no golden set: give --golden FILE or set eval.golden in the recipe.")
-    if not base_model:
-        raise FtplanError("no base model: give --model (the adapter's base).")
-    if not path.is_dir():
-        raise FtplanError(f"{path}: no adapter or model folder here.")
-    result = evaluate(base_model, path, golden, thresholds=thresholds, expected_sha256=sha, judge_cfg=judge,
-                      batch=batch_size, max_new_tokens=max_new_tokens).to_dict()
-    if job:
-        store.update(job["id"], eval={k: v for k, v in result.items() if k != "items"},
-                     **({"status": "blocked"} if not result["passed"] and job["status"] == "completed" else {}))
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        m.setdefault("evals", []).append({k: v for k, v in result.items() if k != "items"})
-        manifest.write_text(json.dumps(m, indent=2, default=str))
-    if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"eval gate: {path} vs {base_model} on {golden}")
-        for col in ("category", "items", "base", "adapter", "change"):
-            table.add_column(col, justify="left" if col == "category" else "right")
-        for name, c in result["categories"].items():
-            color = "red" if c["change"] < 0 else "green" if c["change"] > 0 else ""
-            change = f"[{color}]{c['change']:+.0%}[/]" if color else f"{c['change']:+.0%}"
-            table.add_row(name, str(c["n"]), f"{c['base']:.0%}", f"{c['adapter']:.0%}", change)
-        Console().print(table)
-        verdict = "PASSED" if result["passed"] else "BLOCKED: " + "; ".join(result["reasons"])
-        click.echo(f"gate {verdict} (golden set sha256 {result['golden_sha256'][:12]})")
-    if not result["passed"]:
-        sys.exit(1)
-
-
-@cli.command()
-@click.argument("job_id")
-def pull(job_id) -> None:
-    """Download a Modal job's outputs (adapter, manifest, events) to its output folder."""
-    store = _store()
-    job = store.get(job_id)
-    if job["provider"] != "modal":
-        raise FtplanError(f"job {job['id']} ran on {job['provider']}: its outputs are already in {job['output_dir']}.")
-    from ftplan.providers import modal_app
-
-    modal_app.check_ready()
-    click.echo(f"downloaded to {modal_app.pull(job, Path(job['output_dir']))}")
-
-
-def _run_managed(provider, recipe_path, r, *, detach, yes, max_cost, console) -> None:
-    """Together or OpenAI: the key first (before anything is uploaded), then submit, then follow."""
-    from ftplan.launcher.runs import download_outputs, start_openai, start_together, watch
-    from ftplan.providers.http import api_key
-
-    if provider == "together":
-        api_key("TOGETHER_API_KEY", "Together", "api.together.ai/settings/api-keys")
-    else:
-        api_key("OPENAI_API_KEY", "OpenAI", "platform.openai.com/api-keys")
-    if not yes and not sys.stdin.isatty():
-        raise FtplanError("not creating a paid job without a yes: run in a terminal to answer, or pass --yes.")
-    store = _store()
-    confirm = lambda q: click.confirm(q, default=False)  # noqa: E731
-    if provider == "together":
-        ftplan_usd = None
-        try:
-            from ftplan.launcher.runs import recipe_plan
-
-            tg = next((p for p in recipe_plan(r).plans if p.provider == "together"), None)
-            ftplan_usd = tg.usd if tg else None
-        except FtplanError as exc:
-            console.print(f"[yellow]no ftplan estimate:[/] {exc}")
-        job_id = start_together(store, recipe_path, r, ftplan_usd=ftplan_usd, yes=yes, max_cost=max_cost,
-                                confirm=confirm, say=click.echo)
-    else:
-        job_id = start_openai(store, recipe_path, r, yes=yes, max_cost=max_cost, confirm=confirm, say=click.echo)
-    if job_id is None:
-        click.echo("Not created.")
-        return
-    if detach:
-        click.echo(f"Detached. Follow: ftplan logs {job_id} --follow   Status: ftplan status {job_id}   "
-                   f"Stop: ftplan cancel {job_id}")
-        return
-    job = watch(store, job_id, label=r.name or Path(recipe_path).stem, usd_per_hour=0.0,
-                planned_usd=store.get(job_id)["provider_ids"].get("estimated_usd"), max_cost=None, console=console,
-                poll=float(os.environ.get("FTPLAN_POLL_SECONDS", "5")))
-    if job["status"] == "completed" and provider == "together":
-        click.echo(f"downloaded the adapter to {download_outputs(store, job)}")
-    elif job["status"] == "completed":
-        click.echo(f"fine-tuned model: {(job.get('actuals') or {}).get('output')}")
-    elif job["status"] == "failed":
-        click.echo(f"job {job_id} failed: {job.get('error')}", err=True)
-        sys.exit(1)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", default=30, show_default=True, type=int)
-def jobs(as_json, limit) -> None:
-    """Jobs in the store, newest first."""
-    from ftplan.launcher.follow import sync
-    from ftplan.launcher.jobstore import TERMINAL
-
-    store = _store()
-    rows = []
-    for job in store.list(limit):
-        if job["status"] not in TERMINAL:
-            job, _ = sync(store, job["id"])
-        rows.append(job)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"ftplan jobs ({store.path})")
-    for col in ("id", "name", "provider", "status", "created", "USD"):
-        table.add_column(col)
-    for j in rows:
-        usd = (j.get("actuals") or {}).get("usd")
-        table.add_row(j["id"], j["name"] or "", j["provider"], j["status"],
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"])),
-                      "" if usd is None else f"${usd:,.4f}")
-    Console().print(table)
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
-def status(job_id, as_json) -> None:
-    """One job: status, progress, actuals and where its outputs are."""
-    from ftplan.launcher.follow import sync
-
-    store = _store()
-    job, _ = sync(store, job_id)
-    last_step = next((e for e in reversed(store.events(job["id"])) if e.get("type") == "step"), None)
-    checkpoints = _checkpoints(job)
-    if as_json:
-        click.echo(json.dumps({**job, "last_step": last_step, "checkpoints": checkpoints}, indent=2, default=str))
-        return
-    click.echo(f"job {job['id']} ({job['name']}) on {job['provider']}: {job['status']}")
-    if last_step:
-        click.echo(f"  step {last_step.get('step')}/{last_step.get('total')}, loss {last_step.get('loss')}")
-    if job.get("actuals"):
-        a = job["actuals"]
-        click.echo(f"  actuals: {a.get('wall_seconds')} s, {a.get('tokens_per_second')} tokens/s, peak "
-                   f"{(a.get('peak_memory_bytes') or 0) / 2**30:.2f} GiB, ${a.get('usd')}")
-    if job.get("error"):
-        click.echo(f"  error: {job['error']}")
-    for c in checkpoints:
-        click.echo(f"  checkpoint step {c.get('step')}: {c.get('path')}")
-    click.echo(f"  output: {job['output_dir']}")
-
-
-def _checkpoints(job: dict) -> list[dict]:
-    """The job's checkpoints: complete ones on disk for local runs, the provider's list for managed APIs."""
-    if job["provider"] == "local" and job.get("output_dir"):
-        from ftplan.recipes.checkpoints import checkpoints
-
-        return [{"step": step, "path": str(folder)} for step, folder, done in
-                checkpoints(Path(job["output_dir"]) / "checkpoints") if done]
-    ids = job["provider_ids"]
-    if job["provider"] == "together" and ids.get("ft_id"):
-        from ftplan.providers.together import TogetherClient
-
-        client = TogetherClient.from_env()
-        try:
-            return client.checkpoints(ids["ft_id"])
-        finally:
-            client.close()
-    if job["provider"] == "openai" and ids.get("remote_job"):
-        from ftplan.providers.openai_ft import OpenAIClient
-
-        client = OpenAIClient.from_env()
-        try:
-            return [{"step": c.get("step_number"), "path": c.get("fine_tuned_model_checkpoint")}
-                    for c in client.checkpoints(ids["remote_job"])]
-        finally:
-            client.close()
-    return []
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends.")
-@click.option("--json", "as_json", is_flag=True, help="Raw events, one JSON object a line.")
-def logs(job_id, follow, as_json) -> None:
-    """A job's events; --follow keeps going until it ends (works for detached runs)."""
-    from ftplan.launcher.follow import sync
-    from ftplan.launcher.jobstore import TERMINAL
-    from ftplan.launcher.runs import format_event
-
-    store = _store()
-    job, _ = sync(store, job_id)
-    last = -1
-    while True:
-        for e in store.events(job["id"], last):
-            last = e.pop("_seq")
-            click.echo(json.dumps(e, default=str) if as_json else format_event(e))
-        if not follow or job["status"] in TERMINAL:
-            break
-        time.sleep(0.5)
-        job, _ = sync(store, job["id"])
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("--wait", default=30.0, show_default=True, type=float, help="Seconds to wait for the checkpoint.")
-def cancel(job_id, wait) -> None:
-    """Stop a job gracefully: it writes a checkpoint, then stops."""
-    from ftplan.launcher.runs import cancel_job
-
-    job = cancel_job(_store(), job_id, wait)
-    click.echo(f"job {job['id']}: {job['status']}" + (f" (checkpoints in {job['output_dir']})"
-                                                      if job.get("output_dir") else ""))
-
+from . import cli_runs  # noqa: E402,F401  (registers run, jobs, status, logs, cancel, pull, eval)
 
 
 def main() -> None:
     cli(prog_name="ftplan")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m ftplan.launcher.cli`: the commands are registered on the imported module
+    from ftplan.launcher.cli import main as _main
+
+    _main()

@@ -41,6 +41,7 @@ class RunState:
         self.messages: list[str] = []
         self.usd_reported: float | None = None
         self.eval: dict = {}
+        self.warning: str | None = None  # the provider could not be asked this time (shown, not fatal)
 
     def add(self, e: dict) -> None:
         kind = e.get("type")
@@ -123,6 +124,35 @@ def render(state: RunState):
         spent += f" (plan ${state.planned_usd:,.4f})"
     table.add_row("cost", spent)
     table.add_row("elapsed", f"{state.elapsed:,.0f} s")
+    if state.warning:
+        table.add_row("warning", Text(state.warning[:160], style="yellow"))
     for msg in state.messages[-3:]:
         table.add_row("", Text(msg[:160], style="dim"))
     return Group(head, table)
+
+
+def format_event(e: dict) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(e.get("time", 0)))
+    kind = e.get("type")
+    if kind == "step":
+        parts = [f"{t} step {e.get('step')}/{e.get('total')}"]
+        # Remote providers report steps without a loss (Together's events carry none): print what there is.
+        for key, fmt in (("loss", "loss {:.4f}"), ("lr", "lr {:.3g}"), ("tokens_per_second", "{:,.0f} tok/s")):
+            if isinstance(e.get(key), (int, float)):
+                parts.append(fmt.format(e[key]))
+        return " ".join(parts)
+    if kind == "checkpoint":
+        return f"{t} checkpoint step {e.get('step')}: {e.get('path')}"
+    if kind == "eval":
+        return f"{t} eval " + ", ".join(f"{k}={v:.4g}" for k, v in e.items()
+                                        if k.startswith("eval_") and isinstance(v, (int, float)))
+    if kind == "started":
+        return f"{t} started {e.get('objective')} ({e.get('adapter')}) on {e.get('device')}, backend " \
+               f"{e.get('backend')}: {e.get('backend_reason')}"
+    if kind == "finished":
+        return f"{t} finished: {e.get('status')}" + (f" -> {e.get('output')}" if e.get("output") else "")
+    if kind == "failed":
+        return f"{t} FAILED: {e.get('error')}"
+    if kind == "cost":
+        return f"{t} cost so far ${e.get('usd', 0):,.4f}"
+    return f"{t} {kind}: {e.get('message') or e.get('values') or ''}"

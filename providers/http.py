@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -134,10 +135,53 @@ class HTTPClient:
                     return resp
                 if not retryable or attempt + 1 >= tries:
                     raise self._error(resp)
-            wait = _retry_after(resp)
-            if wait is None:
-                wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.75 + 0.5 * random.random())
-            self._sleep(min(wait, 120.0))
+            self._wait(attempt, resp)
+        raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, resp: httpx.Response | None) -> None:
+        wait = _retry_after(resp)
+        if wait is None:
+            wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.75 + 0.5 * random.random())
+        self._sleep(min(wait, 120.0))
+
+    def download(self, path: str, dest: Path, *, params: dict | None = None) -> Path:
+        """Stream a file to `dest`, retrying dropped connections, short bodies and retryable statuses.
+
+        The bytes go to `dest.part` and replace `dest` only when the body is as long as the server said
+        (the SDK's DownloadManager compares the size too), so a cut-off download never passes as whole.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        tries = 1 + self.max_retries
+        for attempt in range(tries):
+            resp = None
+            try:
+                with self.http.stream("GET", path, params=params) as resp:
+                    self.attempts.append(("GET", path, resp.status_code))
+                    if resp.status_code >= 400:
+                        resp.read()
+                        err = self._error(resp)
+                        if not err.retryable or attempt + 1 >= tries:
+                            raise err
+                    else:
+                        expected = int(resp.headers.get("content-length") or 0)
+                        written = 0
+                        with part.open("wb") as fh:
+                            for chunk in resp.iter_bytes():
+                                fh.write(chunk)
+                                written += len(chunk)
+                        if not expected or written == expected:
+                            part.replace(dest)
+                            return dest
+                        if attempt + 1 >= tries:
+                            raise APIError(self.provider, resp.status_code, f"the download stopped after {written} of "
+                                           f"{expected} bytes", hint="Try again later.")
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                self.attempts.append(("GET", path, None))
+                if attempt + 1 >= tries:
+                    raise APIError(self.provider, None, self.scrub(f"{type(exc).__name__}: {exc}"),
+                                   hint=f"Check the connection to {self.base_url} and try again.") from None
+            self._wait(attempt, resp)
         raise AssertionError("unreachable")
 
     def json(self, method: str, path: str, **kw):

@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -23,8 +26,9 @@ from ftplan.sizing.dataformat import as_messages, detect
 from ftplan.sizing.errors import DataError, FtplanError
 from ftplan.sizing.prices import PriceBook, load_prices, parse_date
 
-from .http import HTTPClient
-from .remote import poll_into_events
+from .base import Job, Quote
+from .http import HTTPClient, api_key
+from .remote import translate_remote
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TERMINAL = {"succeeded": "completed", "cancelled": "cancelled", "failed": "failed"}
@@ -207,34 +211,94 @@ def translate(e: dict) -> tuple[str, dict]:
     return "log", {**base, "level": {"warn": "warning"}.get(e.get("level"), e.get("level", "info"))}
 
 
-def poll(store, job: dict, client: OpenAIClient | None = None) -> None:
-    if not job["provider_ids"].get("remote_job") or not job.get("events_path"):
-        return
-    book = load_prices()
+class OpenAIProvider:
+    name = "openai"
+    summary = "OpenAI's fine-tuning API (legacy, its own models)"
+    has_outputs = False  # the fine-tuned model stays at OpenAI: it is used (and evaluated) through its API
 
-    def fetch(ids: dict) -> tuple[dict, list[dict]]:
-        c = client or OpenAIClient.from_env()
+    def __init__(self, client: OpenAIClient | None = None):
+        self._client = client
+        self._prepared: tuple[Path, int] | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.warning = ""
+
+    @contextmanager
+    def client(self) -> Iterator[OpenAIClient]:
+        c = self._client or OpenAIClient.from_env()
         try:
-            return c.get_job(ids["remote_job"]), c.events(ids["remote_job"])
+            yield c
         finally:
-            if client is None:
+            if self._client is None:
                 c.close()
 
-    def final(remote: dict, ids: dict) -> dict:
-        return {"usd": actual_usd(book, remote), "trained_tokens": remote.get("trained_tokens"),
-                "output": remote.get("fine_tuned_model")}
+    def chat_client(self) -> OpenAIClient:
+        """For the eval gate: base and fine-tuned model answer through POST /chat/completions."""
+        return self._client or OpenAIClient.from_env()
 
-    poll_into_events(store, job, backend="openai", reason="OpenAI managed fine-tuning (legacy)", fetch=fetch,
-                     key=lambda e: e["id"], translate=translate, terminal=TERMINAL, final_fields=final)
+    def check_ready(self, recipe: Recipe) -> None:
+        """The shutdown calendar, the key, OpenAI's format rules (checked here: a bad file is never uploaded)."""
+        self.warning = calendar_check(load_prices(), recipe.model, today())  # raises after the cutoff
+        api_key(OpenAIClient.env_key, OpenAIClient.provider, OpenAIClient.key_help)
+        job_body(recipe, "file-pending", "check")  # a GRPO recipe without a grader is refused here
+        self._tmp = tempfile.TemporaryDirectory(prefix="ftplan-openai-")
+        self._prepared = prepare(recipe.data.path, Path(self._tmp.name), recipe.method.objective)
 
+    def quote(self, recipe: Recipe, plan: dict | None) -> Quote:
+        from ftplan.sizing.dataset import analyze
 
-def cancel(job: dict, client: OpenAIClient | None = None) -> dict:
-    rid = job["provider_ids"].get("remote_job")
-    if not rid:
-        raise FtplanError(f"job {job['id']} never reached OpenAI (it stopped at: {job.get('error')}).")
-    c = client or OpenAIClient.from_env()
-    try:
-        return c.cancel(rid)
-    finally:
-        if client is None:
-            c.close()
+        book = load_prices()
+        path, n = self._prepared
+        tokens = analyze(path, seq_len=recipe.hyperparameters.max_seq_length).tokens_kept
+        epochs = max(1, math.ceil(recipe.hyperparameters.epochs))
+        usd = estimate_usd(book, recipe.model, tokens, epochs)
+        lines = [self.warning, f"{n:,} examples, ~{tokens:,} tokens x {epochs} epochs" +
+                 (f": about ${usd:,.2f} at OpenAI's per-token rate (characters-based count)" if usd is not None
+                  else ": billed per hour of reinforcement training")]
+        return Quote(usd, f"OpenAI's per-token rate ({book.apis['openai']['source']}, as of "
+                     f"{book.apis['openai']['as_of']})", 0.0, None, lines, state={"estimated_usd": usd})
+
+    def submit(self, job: Job, quote: Quote) -> dict:
+        path, _ = self._prepared
+        with self.client() as c:
+            uploaded = c.upload(path)
+            remote = c.create_job(job_body(job.recipe, uploaded["id"], job.id))
+        return {"remote_job": remote["id"], "file_id": uploaded["id"], "objective": job.recipe.method.objective,
+                "adapter": "managed"}
+
+    def resume(self, job: Job, previous: Job, quote: Quote) -> dict:
+        raise FtplanError("OpenAI's fine-tuning API cannot continue a job from its checkpoint; run the recipe without "
+                          "--resume to start a new one (or fine-tune the earlier job's model further by naming it "
+                          "as `model:`).")
+
+    def poll(self, job: Job) -> list[dict]:
+        rid = job.state.get("remote_job")
+        if not rid:
+            return []
+        book = load_prices()
+        with self.client() as c:
+            remote, events = c.get_job(rid), c.events(rid)
+            if remote.get("status") in TERMINAL:
+                job.state["checkpoints"] = [{"step": x.get("step_number"), "path": x.get("fine_tuned_model_checkpoint")}
+                                            for x in c.checkpoints(rid)]
+
+        def final(remote: dict, state: dict) -> dict:
+            return {"usd": actual_usd(book, remote), "trained_tokens": remote.get("trained_tokens"),
+                    "output": remote.get("fine_tuned_model")}
+
+        def failure(remote: dict, events: list[dict]) -> str | None:
+            err = remote.get("error")
+            return err.get("message") if isinstance(err, dict) else None
+
+        return translate_remote(job, remote, events, backend="openai", reason="OpenAI managed fine-tuning (legacy)",
+                                key=lambda e: e["id"], translate=translate, terminal=TERMINAL, final_fields=final,
+                                failure=failure)
+
+    def cancel(self, job: Job) -> None:
+        rid = job.state.get("remote_job")
+        if not rid:
+            raise FtplanError(f"job {job.id} never reached OpenAI; nothing to cancel.")
+        with self.client() as c:
+            c.cancel(rid)
+
+    def fetch_outputs(self, job: Job, dest: Path) -> None:
+        return None

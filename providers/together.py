@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.errors import FtplanError
 
-from .http import HTTPClient
-from .remote import poll_into_events
+from .archive import unpack
+from .base import Job, Quote
+from .http import HTTPClient, api_key
+from .remote import translate_remote
+from .together_data import prepare
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 TERMINAL = {"completed": "completed", "cancelled": "cancelled", "error": "failed", "user_error": "failed"}
@@ -85,17 +91,7 @@ class TogetherClient(HTTPClient):
         return self.json("POST", f"/fine-tunes/{ft_id}/cancel")
 
     def download(self, ft_id: str, dest: Path, checkpoint: str = "adapter") -> Path:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_suffix(dest.suffix + ".part")
-        with self.http.stream("GET", "/finetune/download", params={"ft_id": ft_id, "checkpoint": checkpoint}) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise self._error(resp)
-            with part.open("wb") as fh:
-                for chunk in resp.iter_bytes():
-                    fh.write(chunk)
-        part.replace(dest)
-        return dest
+        return super().download("/finetune/download", dest, params={"ft_id": ft_id, "checkpoint": checkpoint})
 
 
 def job_body(recipe: Recipe, file_id: str, suffix: str) -> dict:
@@ -169,36 +165,135 @@ def translate(e: dict) -> tuple[str, dict]:
     return "log", {**base, "level": level}
 
 
-def poll(store, job: dict, client: TogetherClient | None = None) -> None:
-    """Fetch the remote job and its new events into the job's events file (once each, in order)."""
-    if not job["provider_ids"].get("ft_id") or not job.get("events_path"):
-        return
+def failure_reason(remote: dict, events: list[dict]) -> str | None:
+    """Why a job failed: the job's own error field, else its last error event's message."""
+    err = remote.get("error")
+    if isinstance(err, dict) and err.get("message"):
+        return err["message"]
+    if isinstance(err, str) and err:
+        return err
+    errors = [e for e in events if e.get("type") == "job_error" or e.get("level") == "error"]
+    return errors[-1].get("message") if errors else None
 
-    def fetch(ids: dict) -> tuple[dict, list[dict]]:
-        c = client or TogetherClient.from_env()
+
+NANODOLLARS = 1e9  # together.utils.tools.finetune_price_to_dollars: total_price / 1_000_000_000
+
+
+class TogetherProvider:
+    name = "together"
+    summary = "Together AI's managed fine-tuning API"
+    has_outputs = True
+
+    def __init__(self, client: TogetherClient | None = None):
+        self._client = client
+        self._prepared: tuple[Path, str, int] | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    @contextmanager
+    def client(self) -> Iterator[TogetherClient]:
+        c = self._client or TogetherClient.from_env()
         try:
-            remote = c.get_job(ids["ft_id"])
-            return remote, sorted(c.events(ids["ft_id"]), key=lambda x: str(x.get("created_at")))
+            yield c
         finally:
-            if client is None:
+            if self._client is None:
                 c.close()
 
-    def final(remote: dict, ids: dict) -> dict:
-        return {"usd": ids.get("estimated_usd"), "total_price_raw": remote.get("total_price"),
-                "token_count": remote.get("token_count"), "output": remote.get("model_output_name")}
+    def check_ready(self, recipe: Recipe) -> None:
+        """Key, Together's data rules (checked here, so a bad file never costs an upload), the model's limits."""
+        api_key(TogetherClient.env_key, TogetherClient.provider, TogetherClient.key_help)
+        self._tmp = tempfile.TemporaryDirectory(prefix="ftplan-together-")
+        self._prepared = prepare(recipe.data.path, Path(self._tmp.name), recipe.method.objective)
+        with self.client() as c:
+            problems = limit_problems(recipe, job_body(recipe, "file-pending", "ftplan-check"), c.limits(recipe.model))
+        if problems:
+            raise FtplanError(f"outside Together's limits for {recipe.model}: " + "; ".join(problems) +
+                              ". Change the recipe and run again; nothing was uploaded or charged.")
 
-    poll_into_events(store, job, backend="together", reason="Together AI managed fine-tuning", fetch=fetch,
-                     key=_event_key, translate=translate, terminal=TERMINAL, final_fields=final)
+    def quote(self, recipe: Recipe, plan: dict | None) -> Quote:
+        """Upload (free, reused when the same bytes are there) and ask Together's /fine-tunes/estimate-price."""
+        path, kind, n = self._prepared or prepare(recipe.data.path, Path(tempfile.mkdtemp()), recipe.method.objective)
+        ours = next((p["usd"] for p in (plan or {}).get("per_provider", []) if p["provider"] == "together"), None)
+        with self.client() as c:
+            uploaded = c.upload(path)
+            body = job_body(recipe, uploaded["id"], "ftplan-quote")
+            est = c.estimate_price({k: body[k] for k in ("training_file", "model", "n_epochs", "n_evals",
+                                                         "training_method", "training_type") if k in body})
+        usd = est.get("estimated_total_price")
+        if est.get("allowed_to_proceed") is False:
+            raise FtplanError(f"Together will not start this job: its quote ${usd:,.2f} is above your account's "
+                              f"limit (${est.get('user_limit', 0):,.2f}). Add credits or shrink the job; nothing was "
+                              "charged.")
+        lines = [f"uploaded {path.name} ({n:,} {kind} examples) as {uploaded['id']}",
+                 f"price: Together quotes ${usd:,.2f} for {est.get('estimated_train_token_count', 0):,.0f} training "
+                 f"tokens; ftplan estimated " + (f"${ours:,.2f}." if ours is not None else "n/a.")]
+        return Quote(usd, "Together's quote (POST /fine-tunes/estimate-price)", 0.0, None, lines,
+                     state={"file_id": uploaded["id"], "estimated_usd": usd, "ftplan_usd": ours,
+                            "train_tokens": est.get("estimated_train_token_count")})
 
+    def submit(self, job: Job, quote: Quote) -> dict:
+        return self._create(job, job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}"))
 
-def cancel(job: dict, client: TogetherClient | None = None) -> dict:
-    ft_id = job["provider_ids"].get("ft_id")
-    if not ft_id:
-        raise FtplanError(f"job {job['id']} never reached Together (it stopped at: {job.get('error')}).")
-    own = client is None
-    client = client or TogetherClient.from_env()
-    try:
-        return client.cancel(ft_id)
-    finally:
-        if own:
-            client.close()
+    def resume(self, job: Job, previous: Job, quote: Quote) -> dict:
+        """Continue from the previous job's newest checkpoint (`from_checkpoint`), never a silent fresh start."""
+        ft_id = previous.state.get("ft_id")
+        if not ft_id:
+            raise FtplanError(f"job {previous.id} never reached Together ({previous.state or 'no job id'}); there is "
+                              "nothing to resume. Run the recipe without --resume.")
+        with self.client() as c:
+            saved = c.checkpoints(ft_id)
+        if not saved:
+            raise FtplanError(f"Together kept no checkpoint of {ft_id} (job {previous.id}); there is nothing to "
+                              "resume from. Run the recipe without --resume.")
+        newest = max(saved, key=lambda x: (x.get("step") or 0, str(x.get("created_at"))))
+        intermediate = "intermediate" in str(newest.get("checkpoint_type", "")).lower()
+        ref = f"{ft_id}:{newest['step']}" if intermediate else ft_id  # the SDK's naming (_parse_raw_checkpoints)
+        body = job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}")
+        # The SDK sends either a model or a checkpoint, never both (create_finetune_request: "You must specify
+        # either a model or a checkpoint to start a job from, not both").
+        body.pop("model", None)
+        body["from_checkpoint"] = ref
+        return {**self._create(job, body), "from_checkpoint": ref}
+
+    def _create(self, job: Job, body: dict) -> dict:
+        with self.client() as c:
+            remote = c.create_job(body)
+        return {"ft_id": remote["id"], "suffix": body["suffix"], "objective": job.recipe.method.objective,
+                "adapter": job.recipe.method.adapter, "training_type": body["training_type"]["type"]}
+
+    def poll(self, job: Job) -> list[dict]:
+        ft_id = job.state.get("ft_id")
+        if not ft_id:
+            return []
+        with self.client() as c:
+            remote = c.get_job(ft_id)
+            events = sorted(c.events(ft_id), key=lambda x: str(x.get("created_at")))
+            if remote.get("status") in TERMINAL:  # kept with the job: status answers offline from now on
+                job.state["checkpoints"] = [{"step": x.get("step"), "path": x.get("path"),
+                                             "type": x.get("checkpoint_type")} for x in c.checkpoints(ft_id)]
+
+        def final(remote: dict, state: dict) -> dict:
+            price = remote.get("total_price")
+            usd = price / NANODOLLARS if isinstance(price, (int, float)) and price else state.get("estimated_usd")
+            return {"usd": usd, "usd_source": "Together's total_price" if price else "Together's quote",
+                    "token_count": remote.get("token_count"), "output": remote.get("model_output_name")}
+
+        return translate_remote(job, remote, events, backend="together", reason="Together AI managed fine-tuning",
+                                key=_event_key, translate=translate, terminal=TERMINAL, final_fields=final,
+                                failure=failure_reason)
+
+    def cancel(self, job: Job) -> None:
+        ft_id = job.state.get("ft_id")
+        if not ft_id:
+            raise FtplanError(f"job {job.id} never reached Together; nothing to cancel.")
+        with self.client() as c:
+            c.cancel(ft_id)
+
+    def fetch_outputs(self, job: Job, dest: Path) -> Path:
+        """Download the adapter (LoRA) or the model (full) with retries, unpack it into the job's folder."""
+        ft_id = job.state["ft_id"]
+        full = job.state.get("training_type") == "Full" or (job.recipe and job.recipe.method.adapter == "full")
+        # The SDK asks full fine-tunes for checkpoint=model_output_path and LoRA ones for merged or adapter.
+        archive = dest / "download" / f"{ft_id}.archive"
+        with self.client() as c:
+            c.download(ft_id, archive, checkpoint="model_output_path" if full else "adapter")
+        return unpack(archive, dest / ("model" if full else "adapter"))

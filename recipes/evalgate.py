@@ -97,6 +97,38 @@ def load_pair(base_id: str, adapter_dir: Path):
     return tok, base, tuned
 
 
+def chat_generate(client, model: str, items: list[GoldenItem], max_new_tokens: int = 64) -> list[str]:
+    """Answers from an OpenAI-compatible POST /chat/completions (greedy), for models that live at a provider."""
+    out = []
+    for it in items:
+        msgs = it.messages or [{"role": "user", "content": it.prompt}]
+        body = client.json("POST", "/chat/completions", json={"model": model, "messages": msgs, "temperature": 0,
+                                                              "max_completion_tokens": max_new_tokens})
+        out.append((body.get("choices") or [{}])[0].get("message", {}).get("content") or "")
+    return out
+
+
+def _result(golden, items, base_out, tuned_out, thresholds, judge) -> GateResult:
+    base_ok, tuned_ok = score(items, base_out, judge), score(items, tuned_out, judge)
+    cats, reasons = decide(items, base_ok, tuned_ok, thresholds or {})
+    detail = [{"line": it.line, "category": it.category, "base": b, "adapter": a, "adapter_output": o[:300]}
+              for it, b, a, o in zip(items, base_ok, tuned_ok, tuned_out, strict=True)]
+    return GateResult(not reasons, str(golden), file_sha256(golden), cats, reasons, detail)
+
+
+def evaluate_remote(client, base_model: str, tuned_model: str, golden: str | Path, *, thresholds: dict | None = None,
+                    expected_sha256: str | None = None, judge_cfg: dict | None = None,
+                    max_new_tokens: int = 64) -> GateResult:
+    """The gate for a model kept by its provider: base and fine-tuned model answer through the provider's API."""
+    items = load_golden(golden, expected_sha256)
+    try:
+        base_out = chat_generate(client, base_model, items, max_new_tokens)
+        tuned_out = chat_generate(client, tuned_model, items, max_new_tokens)
+    finally:
+        client.close()
+    return _result(golden, items, base_out, tuned_out, thresholds, make_judge(judge_cfg))
+
+
 def evaluate(base_id: str, adapter_dir: str | Path, golden: str | Path, *, thresholds: dict | None = None,
              expected_sha256: str | None = None, judge_cfg: dict | None = None, batch: int = 8,
              max_new_tokens: int = 64) -> GateResult:
@@ -106,8 +138,4 @@ def evaluate(base_id: str, adapter_dir: str | Path, golden: str | Path, *, thres
     judge = make_judge(judge_cfg)
     base_out = generate(base, tok, prompts, batch, max_new_tokens)
     tuned_out = generate(tuned, tok, prompts, batch, max_new_tokens)
-    base_ok, tuned_ok = score(items, base_out, judge), score(items, tuned_out, judge)
-    cats, reasons = decide(items, base_ok, tuned_ok, thresholds or {})
-    detail = [{"line": it.line, "category": it.category, "base": b, "adapter": a, "adapter_output": o[:300]}
-              for it, b, a, o in zip(items, base_ok, tuned_ok, tuned_out, strict=True)]
-    return GateResult(not reasons, str(golden), file_sha256(golden), cats, reasons, detail)
+    return _result(golden, items, base_out, tuned_out, thresholds, judge)

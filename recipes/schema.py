@@ -208,8 +208,43 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
         raise RecipeError(_format_errors(source, exc)) from None
 
 
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq", ".txt")
+
+
+def _local(value: str, base: Path, *, data_file: bool = False) -> str:
+    """`value` made absolute against the recipe's folder when it names something local; Hub ids stay as they are.
+
+    A relative path counts as local when it exists there, starts with ./ ../ or ~, or (for data) ends
+    in a data file's suffix: a missing `dir/file.jsonl` is a missing file, never a Hub dataset id.
+    """
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = base / p
+    explicit = value.startswith(("./", "../", "~")) or (data_file and value.lower().endswith(DATA_SUFFIXES))
+    return str(candidate.resolve()) if candidate.exists() or explicit else value
+
+
+def resolve_paths(recipe: Recipe, base: str | Path) -> Recipe:
+    """Every local path in the recipe, relative to the recipe file's folder (not where ftplan runs)."""
+    base = Path(base)
+    if recipe.data:
+        recipe.data.path = _local(recipe.data.path, base, data_file=True)
+        if recipe.data.eval_path:
+            recipe.data.eval_path = _local(recipe.data.eval_path, base, data_file=True)
+    recipe.model = _local(recipe.model, base)
+    if recipe.method.teacher:
+        recipe.method.teacher = _local(recipe.method.teacher, base)
+    if recipe.method.merge:
+        recipe.method.merge.adapters = [_local(a, base) for a in recipe.method.merge.adapters]
+    if recipe.eval.golden:
+        recipe.eval.golden = str((base / Path(recipe.eval.golden).expanduser()).resolve())
+    recipe.output.dir = str((base / Path(recipe.output.dir).expanduser()).resolve())
+    return recipe
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe; relative data/output paths stay relative to the working directory."""
+    """Read and validate a recipe; its relative paths are relative to the recipe file's folder."""
     import yaml
 
     path = Path(path)
@@ -223,4 +258,4 @@ def load_recipe(path: str | Path) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RecipeError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)}).") from None
-    return parse_recipe(data, str(path))
+    return resolve_paths(parse_recipe(data, str(path)), path.resolve().parent)

@@ -92,3 +92,14 @@ def test_estimate_path_imports_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_registered_provider_speaks_the_one_interface_and_run_help_lists_them():
+    from ftplan.providers import registry
+    from ftplan.providers.base import Provider
+
+    for name in registry.names():
+        provider = registry.get(name)
+        assert isinstance(provider, Provider) and provider.name == name
+    out = CliRunner().invoke(cli, ["run", "--help"]).output
+    assert all(name in out for name in registry.names()) and "Exit codes" in out

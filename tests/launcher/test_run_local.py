@@ -1,7 +1,12 @@
-"""`ftplan run --provider local` end to end on a tiny model, through the real CLI and subprocesses."""
+"""`ftplan run --provider local` end to end on a tiny model, through the real CLI and subprocesses.
+
+Each test drives the commands a user types (run, jobs, status, logs, cancel, pull) and checks the
+job records, the job folders and the exit codes the README documents.
+"""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +17,8 @@ import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+RECORD_FIELDS = {"id", "provider", "status", "output_dir", "events_path", "plan", "actuals", "provider_ids",
+                 "recipe_hash", "resumed_from", "options", "outputs", "eval", "error", "created_at", "updated_at"}
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +36,17 @@ def ftplan(*args, env, timeout=240, check=True):
     return res
 
 
+def start(*args, env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ftplan.launcher.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
 @pytest.fixture
 def env(tmp_path):
     return {**os.environ, "FTPLAN_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
 
 
-def recipe(tmp_path, tiny, name, steps, every=2):
+def recipe(tmp_path, tiny, name, steps, every=2, out="out"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "name": name, "model": str(tiny), "data": {"path": str(EXAMPLES / "chat.jsonl")},
@@ -42,51 +54,154 @@ def recipe(tmp_path, tiny, name, steps, every=2):
         "hyperparameters": {"max_steps": steps, "batch_size": 1, "gradient_accumulation": 1, "learning_rate": 1e-3,
                             "max_seq_length": 96, "precision": "fp32"},
         "checkpoint": {"every_steps": every, "every_minutes": None},
-        "output": {"dir": str(tmp_path / f"out-{name}")}}))
+        "output": {"dir": str(tmp_path / out)}}))
     return path
 
 
-def test_attached_run_shows_progress_and_records_the_job(tmp_path, tiny, env):
+def jobs(env) -> list[dict]:
+    return json.loads(ftplan("jobs", "--json", env=env).stdout)
+
+
+def status(job_id, env) -> dict:
+    return json.loads(ftplan("status", job_id, "--json", env=env).stdout)
+
+
+def wait_for(predicate, timeout=120, every=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def started_id(out: str) -> str:
+    return out.split("job ")[1].split()[0]
+
+
+def step_reached(job_id, env, step):
+    st = status(job_id, env)
+    return st["last_step"] and st["last_step"]["step"] >= step and st
+
+
+def file_events(job: dict) -> list[dict]:
+    return [json.loads(line) for line in Path(job["events_path"]).read_text().splitlines()]
+
+
+def test_attached_run_records_the_job_in_its_own_folder(tmp_path, tiny, env):
     res = ftplan("run", recipe(tmp_path, tiny, "att", 4), "--yes", env=env)
     assert "progress" in res.stdout and "4/4 steps" in res.stdout and "completed" in res.stdout
-    jobs = json.loads(ftplan("jobs", "--json", env=env).stdout)
-    assert len(jobs) == 1 and jobs[0]["status"] == "completed" and jobs[0]["actuals"]["steps"] == 4
-    assert jobs[0]["recipe_hash"] and jobs[0]["plan"]["dataset"]["examples"] == 50
-    logs = ftplan("logs", jobs[0]["id"], "--json", env=env).stdout.splitlines()
-    events = [json.loads(line) for line in logs]
-    assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
-    status = json.loads(ftplan("status", jobs[0]["id"], "--json", env=env).stdout)
-    assert status["last_step"]["step"] == 4 and [c["step"] for c in status["checkpoints"]] == [2, 4]
-    assert (tmp_path / "out-att" / "adapter" / "adapter_config.json").is_file()
+    [job] = jobs(env)
+    assert RECORD_FIELDS <= set(job) and job["status"] == "completed" and job["actuals"]["steps"] == 4
+    folder = Path(job["output_dir"])
+    assert folder == tmp_path / "out" / job["id"] and Path(job["events_path"]) == folder / "events.jsonl"
+    assert json.loads((folder / "job.json").read_text())["status"] == "completed"
+    assert (folder / "recipe.yaml").is_file() and (folder / "adapter" / "adapter_config.json").is_file()
+    assert job["recipe_hash"] and job["plan"]["dataset"]["examples"] == 50
+    events = [json.loads(line) for line in ftplan("logs", job["id"], "--json", env=env).stdout.splitlines()]
+    assert events[0]["type"] == "started" and events[-1]["type"] == "finished" and events == file_events(job)
+    st = status(job["id"], env)
+    assert st["last_step"]["step"] == 4 and [c["step"] for c in st["checkpoints"]] == [2, 4]
+    assert st["outputs_path"] == str(folder / "adapter")
+    assert str(folder / "adapter") in ftplan("pull", job["id"], env=env).stdout
 
 
-def test_detached_run_cancel_checkpoints_and_resume_continues(tmp_path, tiny, env):
+def test_two_runs_of_one_recipe_keep_their_own_folders_events_and_results(tmp_path, tiny, env):
+    path = recipe(tmp_path, tiny, "twin", 12, every=4)
+    ids = [started_id(ftplan("run", path, "--yes", "--detach", env=env).stdout) for _ in range(2)]
+    for job_id in ids:
+        ftplan("logs", job_id, "--follow", env=env, timeout=180)
+    records = {j["id"]: j for j in jobs(env)}
+    assert len({records[i]["output_dir"] for i in ids}) == 2
+    for job_id in ids:
+        job = records[job_id]
+        events = file_events(job)
+        assert [e["type"] for e in events].count("started") == 1 and events[-1]["status"] == "completed"
+        stored = [json.loads(line) for line in ftplan("logs", job_id, "--json", env=env).stdout.splitlines()]
+        assert stored == events  # 18-ish each, never the other job's
+        assert job["actuals"]["output"].startswith(job["output_dir"])
+
+
+def test_cancel_then_resume_is_a_new_job_and_the_old_record_never_changes(tmp_path, tiny, env):
     path = recipe(tmp_path, tiny, "det", 3000, every=10_000)
-    out = ftplan("run", path, "--yes", "--detach", env=env).stdout
-    job_id = out.split("job ")[1].split()[0]
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        st = json.loads(ftplan("status", job_id, "--json", env=env).stdout)
-        if st["last_step"] and st["last_step"]["step"] >= 3:
-            break
-        time.sleep(0.5)
+    job_id = started_id(ftplan("run", path, "--yes", "--detach", env=env).stdout)
+    wait_for(lambda: step_reached(job_id, env, 3))
     ftplan("cancel", job_id, "--wait", "60", env=env)
-    st = json.loads(ftplan("status", job_id, "--json", env=env).stdout)
-    assert st["status"] == "cancelled"
-    ckpts = sorted((tmp_path / "out-det" / "checkpoints").glob("checkpoint-*"))
+    old = status(job_id, env)
+    assert old["status"] == "cancelled"
+    ckpts = sorted((Path(old["output_dir"]) / "checkpoints").glob("checkpoint-*"))
     assert ckpts and (ckpts[-1] / "ftplan-complete.json").is_file()
     stopped = int(ckpts[-1].name.split("-")[1])
-    followed = ftplan("logs", job_id, "--follow", env=env, timeout=30).stdout
-    assert "finished: cancelled" in followed
-    # Resume from the cancel's checkpoint, with fewer steps left so the test stays short.
+    assert "finished: cancelled" in ftplan("logs", job_id, "--follow", env=env, timeout=30).stdout
+    old_events = ftplan("logs", job_id, "--json", env=env).stdout
+    # Resume with fewer steps left so the test stays short.
     short = recipe(tmp_path, tiny, "det", stopped + 3, every=10_000)
-    ftplan("run", short, "--yes", "--resume", job_id, env=env)
-    jobs = json.loads(ftplan("jobs", "--json", env=env).stdout)
-    resumed = jobs[0]
-    assert resumed["status"] == "completed" and resumed["actuals"]["steps"] == stopped + 3
-    first_step = next(json.loads(line) for line in ftplan("logs", resumed["id"], "--json", env=env).stdout.splitlines()
-                      if '"step"' in line and '"type": "step"' in line)
-    assert first_step["step"] == stopped + 1
+    res = ftplan("run", short, "--yes", "--resume", job_id, env=env)
+    new_id = started_id(res.stdout)
+    new = status(new_id, env)
+    assert new["status"] == "completed" and new["resumed_from"] == job_id and new["actuals"]["steps"] == stopped + 3
+    first_step = next(e for e in file_events(new) if e["type"] == "step")
+    assert first_step["step"] == stopped + 1 and new["output_dir"] != old["output_dir"]
+    after = status(job_id, env)
+    assert {k: after[k] for k in ("status", "actuals", "error", "updated_at")} == \
+        {k: old[k] for k in ("status", "actuals", "error", "updated_at")}
+    assert ftplan("logs", job_id, "--json", env=env).stdout == old_events
+
+
+def test_a_killed_job_is_failed_and_stays_failed_after_its_resume(tmp_path, tiny, env):
+    path = recipe(tmp_path, tiny, "kill", 3000, every=3)
+    job_id = started_id(ftplan("run", path, "--yes", "--detach", env=env).stdout)
+    wait_for(lambda: step_reached(job_id, env, 7))
+    os.killpg(status(job_id, env)["provider_ids"]["pid"], signal.SIGKILL)
+    failed = wait_for(lambda: (s := status(job_id, env))["status"] == "failed" and s)
+    assert "without a final event" in failed["error"]
+    done = [c["step"] for c in failed["checkpoints"]]
+    ftplan("run", recipe(tmp_path, tiny, "kill", done[-1] + 2, every=3), "--yes", "--resume", job_id, env=env)
+    after = status(job_id, env)
+    assert after["status"] == "failed" and after["actuals"] is None and after["updated_at"] == failed["updated_at"]
+    [new, _] = jobs(env)
+    assert new["resumed_from"] == job_id and new["status"] == "completed"
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_and_says_which(tmp_path, tiny, env):
+    first = ftplan("run", recipe(tmp_path, tiny, "dmg", 6, every=2), "--yes", env=env)
+    job_id = started_id(first.stdout)
+    folder = Path(status(job_id, env)["output_dir"])
+    weights = folder / "checkpoints" / "checkpoint-6" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    ftplan("run", recipe(tmp_path, tiny, "dmg", 8, every=2), "--yes", "--resume", job_id, env=env)
+    new = jobs(env)[0]
+    events = file_events(new)
+    text = " ".join(e.get("message", "") for e in events if e["type"] == "log")
+    assert "checkpoint-6 cannot be loaded (adapter_model.safetensors" in text
+    assert "resuming from" in text and text.split("resuming from ")[1].split()[0].endswith("checkpoint-4")
+    assert [e["step"] for e in events if e["type"] == "step"][0] == 5 and new["status"] == "completed"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_to_a_foreground_run_checkpoints_and_stops_the_training(tmp_path, tiny, env, sig):
+    proc = start("run", recipe(tmp_path, tiny, "sig", 3000, every=10_000), "--yes", env=env)
+    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"])
+    wait_for(lambda: step_reached(job_id, env, 2))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err
+    assert signal.Signals(sig).name in out + err and "--resume" in err
+    st = status(job_id, env)
+    assert st["status"] == "cancelled" and st["checkpoints"]
+
+
+def test_ctrl_c_stops_watching_only_and_says_how_to_follow(tmp_path, tiny, env):
+    proc = start("run", recipe(tmp_path, tiny, "intr", 3000, every=10_000), "--yes", env=env)
+    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"])
+    wait_for(lambda: step_reached(job_id, env, 2))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "keeps running" in out and f"ftplan logs {job_id} --follow" in out
+    assert status(job_id, env)["status"] == "running"
+    ftplan("cancel", job_id, "--wait", "60", env=env)
+    assert status(job_id, env)["status"] == "cancelled"
 
 
 def test_bad_recipe_exits_2_before_anything_starts(tmp_path, env):
@@ -94,7 +209,27 @@ def test_bad_recipe_exits_2_before_anything_starts(tmp_path, env):
     bad.write_text("model: m\ndata: {path: nowhere.jsonl}\n")
     res = ftplan("run", bad, "--yes", env=env, check=False)
     assert res.returncode == 2 and "nowhere.jsonl" in res.stderr and "Traceback" not in res.stderr
-    assert json.loads(ftplan("jobs", "--json", env=env).stdout) == []
+    assert jobs(env) == []
+
+
+def test_a_damaged_store_stops_job_commands_but_not_the_planner_and_can_be_rebuilt(tmp_path, tiny, env):
+    path = recipe(tmp_path, tiny, "store", 2)
+    job_id = started_id(ftplan("run", path, "--yes", env=env).stdout)
+    store = tmp_path / "home" / "jobs.sqlite3"
+    store.write_bytes(b"\x13\x37 this is not a database " * 64)
+    for args in (("jobs",), ("status", job_id), ("logs", job_id)):
+        res = ftplan(*args, env=env, check=False)
+        assert res.returncode == 2 and str(store) in res.stderr and "Traceback" not in res.stderr
+    for args in (("estimate", "--model", "llama-3.1-8b", "--json"), ("prices", "--json"), ("models", "--json"),
+                 ("gpus", "--json"), ("plan", path, "--json")):
+        assert ftplan(*args, env=env).returncode == 0
+    store.rename(store.with_suffix(".damaged"))
+    for side in ("-wal", "-shm"):
+        Path(str(store) + side).unlink(missing_ok=True)
+    ftplan("jobs", "--import", tmp_path / "out", env=env)
+    [job] = jobs(env)
+    assert job["id"] == job_id and job["status"] == "completed"
+    assert ftplan("logs", job_id, env=env).stdout.count("step") >= 2
 
 
 def test_init_and_plan(tmp_path, tiny, env):
@@ -125,9 +260,9 @@ def test_run_blocks_a_regressing_adapter_and_eval_refuses_a_tampered_set(tmp_pat
         "output": {"dir": str(tmp_path / "out-gate"), "merge": True}}))
     res = ftplan("run", path, "--yes", env=env, check=False)
     assert res.returncode == 1 and "BLOCKED by the eval gate" in res.stderr
-    [job] = json.loads(ftplan("jobs", "--json", env=env).stdout)
-    assert job["status"] == "blocked" and job["golden_sha256"] and job["eval"]["passed"] is False
-    assert not (tmp_path / "out-gate" / "merged").exists()
+    [job] = jobs(env)
+    assert job["status"] == "blocked" and job["options"]["golden_sha256"] and job["eval"]["passed"] is False
+    assert not (Path(job["output_dir"]) / "merged").exists()
     again = ftplan("eval", job["id"], env=env, check=False)
     assert again.returncode == 1 and "BLOCKED" in again.stdout
     golden.write_text(golden.read_text().replace("paris", "rome"))
@@ -136,23 +271,21 @@ def test_run_blocks_a_regressing_adapter_and_eval_refuses_a_tampered_set(tmp_pat
 
 
 def test_a_run_whose_projection_crosses_max_cost_is_cancelled_with_a_checkpoint(tmp_path, tiny, monkeypatch):
-    from rich.console import Console
+    from click.testing import CliRunner
 
-    from ftplan.launcher.jobstore import JobStore
-    from ftplan.launcher.runs import start_local, watch
-    from ftplan.recipes.schema import load_recipe
+    from ftplan.launcher.cli import cli
+    from ftplan.providers.base import Quote
+    from ftplan.providers.local import LocalProvider
 
     monkeypatch.setenv("FTPLAN_HOME", str(tmp_path / "home"))
-    path = recipe(tmp_path, tiny, "costly", 3000, every=10_000)
-    store = JobStore()
+    monkeypatch.setenv("FTPLAN_POLL_SECONDS", "0.2")
     # $3600 an hour is a dollar a second: the projection for 3000 steps crosses $2 within the first steps.
-    job_id = start_local(store, str(path), load_recipe(path), plan=None, usd_per_hour=3600.0)
-    job = watch(store, job_id, label="costly", usd_per_hour=3600.0, planned_usd=None, max_cost=2.0,
-                console=Console(file=open(os.devnull, "w")), poll=0.2)
-    deadline = time.time() + 60
-    while job["status"] not in ("cancelled", "completed", "failed") and time.time() < deadline:
-        time.sleep(0.3)
-        job = store.get(job_id)
-    assert job["status"] == "cancelled", job
-    ckpts = list((tmp_path / "out-costly" / "checkpoints").glob("checkpoint-*/ftplan-complete.json"))
-    assert ckpts and job["actuals"]["steps"] < 3000
+    monkeypatch.setattr(LocalProvider, "quote", lambda self, r, p: Quote(1.0, "a priced box", 3600.0, None, []))
+    res = CliRunner().invoke(cli, ["run", str(recipe(tmp_path, tiny, "costly", 3000, every=10_000)), "--yes",
+                                   "--max-cost", "2"])
+    assert res.exit_code == 3 and "--max-cost" in res.output, res.output
+    from ftplan.launcher.jobstore import JobStore
+
+    [job] = JobStore().list()
+    assert job["status"] == "cancelled" and job["actuals"]["steps"] < 3000
+    assert list((Path(job["output_dir"]) / "checkpoints").glob("checkpoint-*/ftplan-complete.json"))

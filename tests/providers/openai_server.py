@@ -27,6 +27,8 @@ class State(BaseState):
     events: dict = field(default_factory=dict)
     created: int = 0
     fail_jobs: bool = False
+    answers: dict = field(default_factory=dict)  # model -> the reply POST /chat/completions gives
+    chats: list = field(default_factory=list)  # (model, messages) of every chat request
 
 
 class Handler(BaseHandler):
@@ -71,6 +73,18 @@ class Handler(BaseHandler):
                             "filename": fields.get("file.filename", "upload.jsonl"), "purpose": "fine-tune",
                             "status": "processed", "expires_at": None, "status_details": None}
             return self.send_json(200, s.files[fid])
+        if route == ("POST", "/chat/completions"):
+            body = self.json_body("/chat/completions")
+            if body is None:
+                return
+            s.chats.append((body["model"], body["messages"]))
+            reply = s.answers.get(body["model"], "I am not sure.")
+            return self.send_json(200, {"id": "chatcmpl-" + uuid.uuid4().hex[:20], "object": "chat.completion",
+                                        "created": int(time.time()), "model": body["model"],
+                                        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                                     "message": {"role": "assistant", "content": reply,
+                                                                 "refusal": None, "annotations": []}}],
+                                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
         if route == ("POST", "/fine_tuning/jobs"):
             body = self.json_body("/fine_tuning/jobs")
             if body is None:

@@ -125,3 +125,39 @@ def test_cancel_a_detached_job(server, env, tmp_path):
     [job] = json.loads(run("jobs", "--json", env=env).output)
     out = run("cancel", job["id"], "--wait", "5", env=env)
     assert "cancelled" in out.output
+
+
+RECORD_FIELDS = {"id", "provider", "status", "output_dir", "events_path", "plan", "actuals", "provider_ids",
+                 "recipe_hash", "resumed_from", "options", "outputs", "eval", "error", "created_at", "updated_at"}
+
+
+def test_one_flow_run_status_logs_pull_eval_and_a_refused_resume(server, env, tmp_path):
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("".join(json.dumps({"prompt": q, "category": "factuality", "expected": "paris"}) + "\n"
+                              for q in ("capital of france?", "where is the louvre?")))
+    path = recipe(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["eval"] = {"golden": str(golden)}
+    path.write_text(yaml.safe_dump(spec))
+    res = run("run", path, "--provider", "openai", "--yes", "--detach", env=env)
+    assert res.exit_code == 0, res.output
+    [job] = json.loads(run("jobs", "--json", env=env).output)
+    assert RECORD_FIELDS <= set(job) and job["options"]["golden_sha256"]
+    follow = run("logs", job["id"], "--follow", env=env)
+    assert follow.exit_code == 0 and "finished: completed" in follow.output
+    status = json.loads(run("status", job["id"], "--json", env=env).output)
+    tuned = status["actuals"]["output"]
+    assert status["status"] == "completed" and tuned.startswith("ft:gpt-4.1-mini")
+    pulled = run("pull", job["id"], env=env)
+    assert pulled.exit_code == 0 and "keeps the model" in pulled.output and tuned in pulled.output
+    # The gate asks OpenAI's chat endpoint for the base and the fine-tuned model's answers.
+    server.state.answers = {tuned: "Paris, of course."}
+    res = run("eval", job["id"], "--json", env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["categories"]["factuality"]["change"] == 1.0
+    assert {m for m, _ in server.state.chats} == {"gpt-4.1-mini-2025-04-14", tuned}
+    server.state.answers = {"gpt-4.1-mini-2025-04-14": "paris", tuned: "rome"}
+    blocked = run("eval", job["id"], env=env)
+    assert blocked.exit_code == 1 and "BLOCKED" in blocked.output
+    refused = run("run", path, "--provider", "openai", "--resume", job["id"], "--yes", env=env)
+    assert refused.exit_code == 2 and "cannot continue a job" in refused.output and server.state.created == 1

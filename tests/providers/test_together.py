@@ -138,15 +138,24 @@ def leaked(tmp_path: Path, text: str) -> list[str]:
         (["stdout"] if KEY in text else [])
 
 
-def test_whole_job_succeeds_once_with_events_in_order(server, env, tmp_path):
+RECORD_FIELDS = {"id", "provider", "status", "output_dir", "events_path", "plan", "actuals", "provider_ids",
+                 "recipe_hash", "resumed_from", "options", "outputs", "eval", "error", "created_at", "updated_at"}
+
+
+def job_of(env) -> dict:
+    [job] = json.loads(run("jobs", "--json", env=env).output)
+    return job
+
+
+def test_whole_job_succeeds_once_with_events_in_order_and_the_adapter_unpacked(server, env, tmp_path):
     server.state.faults += [Fault("GET", r"/v1/fine-tunes/ft-\w+", status=429, times=2, retry_after="0"),
                             Fault("GET", r"/v1/fine-tunes/ft-\w+/events", status=503, times=2, retry_after="0")]
     res = run("run", recipe(tmp_path), "--provider", "together", "--yes", env=env)
     assert res.exit_code == 0, res.output
     assert "Together quotes $" in res.output and "ftplan estimated $" in res.output
     assert server.state.created == 1
-    jobs = json.loads(run("jobs", "--json", env=env).output)
-    [job] = jobs
+    job = job_of(env)
+    assert RECORD_FIELDS <= set(job)
     remote = server.state.jobs[job["provider_ids"]["ft_id"]]
     assert job["status"] == "completed" == remote["status"]
     events = [json.loads(line) for line in run("logs", job["id"], "--json", env=env).output.splitlines()]
@@ -154,36 +163,94 @@ def test_whole_job_succeeds_once_with_events_in_order(server, env, tmp_path):
     got = [e["message"] for e in events if e.get("source") == "together"]
     assert got == remote_msgs  # every remote event once, in order
     assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
-    assert (tmp_path / "out" / "adapter.tar.zst").read_bytes().startswith(b"ADAPTER-BYTES")
-    status = json.loads(run("status", job["id"], "--json", env=env).output)
-    assert [c["step"] for c in status["checkpoints"]] == [2]  # Together's checkpoint list
+    folder = Path(job["output_dir"])
+    assert folder.parent == tmp_path / "out" and (folder / "adapter" / "adapter_config.json").is_file()
+    assert server.state.downloads == [(remote["id"], "adapter")]
+    # The dollars Together reports (total_price, in nanodollars per the SDK's finetune_price_to_dollars).
+    assert job["actuals"]["usd"] == pytest.approx(2.5) and job["actuals"]["usd_source"] == "Together's total_price"
     assert leaked(tmp_path, res.output) == []
 
 
-def test_failed_remote_job_is_recorded(server, env, tmp_path):
-    server.state.fail_jobs = True
-    res = run("run", recipe(tmp_path), "--provider", "together", "--yes", env=env)
-    assert res.exit_code == 1 and "failed" in res.output
-    [job] = json.loads(run("jobs", "--json", env=env).output)
-    assert job["status"] == "failed" and "error" in job["error"]
+def test_a_finished_job_answers_status_and_logs_offline(server, env, tmp_path):
+    assert run("run", recipe(tmp_path), "--provider", "together", "--yes", env=env).exit_code == 0
+    job = job_of(env)
+    offline = {**env, "TOGETHER_API_KEY": "", "TOGETHER_BASE_URL": "http://127.0.0.1:9/v1"}
+    before = len(server.state.requests)
+    status = run("status", job["id"], "--json", env=offline)
+    assert status.exit_code == 0, status.output
+    assert [c["step"] for c in json.loads(status.output)["checkpoints"]] == [2]  # Together's list, kept
+    logs = run("logs", job["id"], env=offline)  # Together's step events carry no loss
+    assert logs.exit_code == 0 and "step 2/3" in logs.output and "loss" not in logs.output.split("step 2/3")[1][:10]
+    assert len(server.state.requests) == before
 
 
-def test_detached_job_is_followed_and_cancelled(server, env, tmp_path):
+def test_detached_job_is_followed_pulled_with_retries_and_cancel_is_refused_once_final(server, env, tmp_path):
     res = run("run", recipe(tmp_path), "--provider", "together", "--yes", "--detach", env=env)
     assert res.exit_code == 0, res.output
-    [job] = json.loads(run("jobs", "--json", env=env).output)
+    job = job_of(env)
+    assert not (Path(job["output_dir"]) / "adapter").exists()
+    server.state.faults += [Fault("GET", "/v1/finetune/download", status=503, times=2, retry_after="0"),
+                            Fault("GET", "/v1/finetune/download", drop=True, after=True)]
+    early = run("pull", job["id"], env=env)
+    assert early.exit_code == 2 and "once it has completed" in early.output
+    follow = run("logs", job["id"], "--follow", env=env)
+    assert follow.exit_code == 0 and "finished: completed" in follow.output, follow.output
+    job = job_of(env)
+    assert (Path(job["output_dir"]) / "adapter" / "adapter_config.json").is_file()
+    assert len(server.state.downloads) == 2  # the cut-off body was fetched again
+    assert run("pull", job["id"], env=env).exit_code == 0  # again: idempotent
+    refused = run("cancel", job["id"], env=env)
+    assert refused.exit_code == 2 and "already ended" in refused.output
+
+
+def test_detached_job_is_cancelled(server, env, tmp_path):
+    res = run("run", recipe(tmp_path), "--provider", "together", "--yes", "--detach", env=env)
+    assert res.exit_code == 0, res.output
+    job = job_of(env)
     out = run("cancel", job["id"], "--wait", "5", env=env)
     assert "cancelled" in out.output, out.output
     assert server.state.jobs[job["provider_ids"]["ft_id"]]["status"] == "cancelled"
     assert server.state.created == 1
 
 
-def test_limits_are_checked_before_any_job(server, env, tmp_path):
+def test_resume_continues_from_togethers_checkpoint_as_a_new_job(server, env, tmp_path):
+    path = recipe(tmp_path)
+    assert run("run", path, "--provider", "together", "--yes", "--detach", env=env).exit_code == 0
+    old = job_of(env)
+    ft_id = old["provider_ids"]["ft_id"]
+    for _ in range(10):  # each look advances the loopback job: queued, running step 1, step 2 + checkpoint
+        if json.loads(run("status", old["id"], "--json", env=env).output)["checkpoints"]:
+            break
+    assert run("cancel", old["id"], "--wait", "5", env=env).exit_code == 0
+    old = json.loads(run("status", old["id"], "--json", env=env).output)
+    assert old["status"] == "cancelled"
+    wrong = run("run", path, "--resume", old["id"], "--yes", env=env)
+    assert wrong.exit_code == 2 and "--provider together" in wrong.output
+    res = run("run", path, "--provider", "together", "--resume", old["id"], "--yes", env=env)
+    assert res.exit_code == 0, res.output
+    assert server.state.created == 2
+    new_ft = next(j for j in server.state.jobs.values() if j["id"] != ft_id)
+    assert new_ft["_body"]["from_checkpoint"] == f"{ft_id}:2" and "model" not in new_ft["_body"]
+    new = json.loads(run("jobs", "--json", env=env).output)[0]
+    assert new["resumed_from"] == old["id"] and new["status"] == "completed"
+    after = json.loads(run("status", old["id"], "--json", env=env).output)
+    assert {k: after[k] for k in ("status", "updated_at", "actuals")} == \
+        {k: old[k] for k in ("status", "updated_at", "actuals")}
+
+
+def test_failed_remote_job_is_recorded_with_togethers_reason(server, env, tmp_path):
+    server.state.fail_jobs = True
+    res = run("run", recipe(tmp_path), "--provider", "together", "--yes", env=env)
+    assert res.exit_code == 1 and "CUDA error (injected)" in res.output
+    job = job_of(env)
+    assert job["status"] == "failed" and "CUDA error (injected)" in job["error"]
+
+
+def test_limits_are_checked_before_any_upload_or_job(server, env, tmp_path):
     res = run("run", recipe(tmp_path, lora={"rank": 128}), "--provider", "together", "--yes", env=env)
     assert res.exit_code == 2 and "max_rank 64" in res.output and "method.lora.rank" in res.output
-    assert server.state.created == 0
-    [job] = json.loads(run("jobs", "--json", env=env).output)
-    assert job["status"] == "failed" and "checking the model's limits" in job["error"]
+    assert server.state.created == 0 and server.state.files == {}
+    assert json.loads(run("jobs", "--json", env=env).output) == []
 
 
 def test_max_cost_below_the_quote_refuses(server, env, tmp_path):
@@ -195,3 +262,35 @@ def test_missing_key_stops_before_anything_is_sent(server, env, tmp_path):
     res = run("run", recipe(tmp_path), "--provider", "together", "--yes", env={**env, "TOGETHER_API_KEY": ""})
     assert res.exit_code == 2 and "export TOGETHER_API_KEY" in res.output
     assert server.state.requests == []
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_the_pulled_adapter_passes_through_ftplans_eval(server, env, tmp_path):
+    """Together's archive holds a real PEFT adapter (built here on a tiny model); `ftplan eval JOB` loads it."""
+    import io
+    import tarfile
+
+    import zstandard
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftplan.recipes.tiny import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny")
+    adapter = tmp_path / "made"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), LoraConfig(r=4, target_modules="all-linear")) \
+        .save_pretrained(adapter)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.add(adapter, arcname="user--tiny-ftplan")  # one top-level folder, as Together names it
+    server.state.archives["adapter"] = zstandard.ZstdCompressor().compress(raw.getvalue())
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"prompt": "what is two plus two?", "category": "safety",
+                                  "checks": [{"type": "forbidden", "strings": ["<unk>"]}]}) + "\n")
+    assert run("run", recipe(tmp_path), "--provider", "together", "--yes", "--skip-eval", env=env).exit_code == 0
+    job = job_of(env)
+    res = run("eval", job["id"], "--model", str(tiny), "--golden", str(golden), "--json", env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["passed"] is True
+    assert job_of(env)["eval"]["passed"] is True

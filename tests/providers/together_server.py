@@ -30,6 +30,13 @@ class State(BaseState):
     events: dict = field(default_factory=dict)
     created: int = 0
     fail_jobs: bool = False
+    # What GET /finetune/download serves per checkpoint type; Together's docs: "This command will download
+    # ZSTD compressed weights of the model. To extract the weights, run `tar -xf filename`."
+    archives: dict = field(default_factory=lambda: {"adapter": zstd_tar({"adapter_config.json": b"{}"}),
+                                                    "merged": zstd_tar({"config.json": b"{}"}),
+                                                    "model_output_path": zstd_tar({"config.json": b"{}"})})
+    downloads: list = field(default_factory=list)  # (ft_id, checkpoint) of every download served
+    price_nanodollars: int = 2_500_000_000  # total_price is in nanodollars (together.utils.finetune_price_to_dollars)
     limits: dict = field(default_factory=lambda: {
         "model_name": "", "max_num_epochs": 20, "max_num_evals": 100, "max_learning_rate": 1.0,
         "min_learning_rate": 1e-8, "supports_vision": False, "supports_tools": False, "supports_reasoning": False,
@@ -38,6 +45,22 @@ class State(BaseState):
         "lora_training": {"max_batch_size": 128, "max_batch_size_dpo": 64, "min_batch_size": 8, "max_rank": 64,
                           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"]}})
+
+
+def zstd_tar(files: dict[str, bytes], folder: str = "") -> bytes:
+    """A zstd-compressed tar of `files` (name -> bytes), optionally under one top-level folder."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor().compress(raw.getvalue())
 
 
 def _now() -> str:
@@ -96,9 +119,15 @@ class Handler(BaseHandler):
                                         "allowed_to_proceed": True, "user_limit": 100.0,
                                         "estimated_train_token_count": tokens, "estimated_eval_token_count": 0})
         if route == ("POST", "/fine-tunes"):
-            body = self.json_body("/fine-tunes")
+            body = self.json_body("/fine-tunes", optional=("model",) if "from_checkpoint" in self._peek() else ())
             if body is None:
                 return
+            sent = dict(body)
+            if "from_checkpoint" in body:
+                parent = body["from_checkpoint"].split(":")[0]
+                if parent not in s.jobs:
+                    return self.send_error_body(400, f"from_checkpoint {body['from_checkpoint']}: no such job")
+                body = {**body, "model": s.jobs[parent]["model"]}
             if body["training_file"] not in s.files:
                 return self.send_error_body(400, f"training_file {body['training_file']} does not exist")
             jid = "ft-" + uuid.uuid4().hex[:24]
@@ -108,7 +137,8 @@ class Handler(BaseHandler):
                                "model": body["model"], "suffix": body.get("suffix"), "training_file":
                                body["training_file"], "n_epochs": body.get("n_epochs", 1),
                                "model_output_name": f"user/{body['model'].split('/')[-1]}-{body.get('suffix')}",
-                               "token_count": 0, "total_price": 0, "_step": 0}
+                               "token_count": 0, "total_price": 0, "_step": 0, "_body": sent,
+                               "_training_type": body.get("training_type") or {"type": "Lora"}}
                 s.events[jid] = [_event("job_pending", "Fine tune request created")]
             if fault and fault.drop and fault.after:
                 return self.drop()  # the job exists, the answer is lost
@@ -141,7 +171,21 @@ class Handler(BaseHandler):
                 return self.send_error_body(404, "fine-tune not found")
             if s.jobs[jid]["status"] != "completed":
                 return self.send_error_body(400, "the job has not completed")
-            return self.send_json(200, b"ADAPTER-BYTES:" + jid.encode())
+            kind = (query.get("checkpoint") or [""])[0]
+            full = s.jobs[jid]["_training_type"].get("type") == "Full"
+            # The SDK: full fine-tunes download checkpoint=model_output_path; LoRA ones merged or adapter.
+            if (full and kind != "model_output_path") or (not full and kind not in ("adapter", "merged")):
+                return self.send_error_body(400, f"checkpoint={kind!r} is not available for this "
+                                            f"{'full' if full else 'LoRA'} fine-tune")
+            s.downloads.append((jid, kind))
+            if fault and fault.drop and fault.after:  # a body cut off half way
+                data = s.archives[kind]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                return self.drop()
+            return self.send_json(200, s.archives[kind])
         return self.send_error_body(404, f"no route {self.command} {path}")
 
     def _job(self, jid: str) -> dict:
@@ -174,7 +218,7 @@ class Handler(BaseHandler):
             evs.append(_event("model_uploading", "Uploading model"))
         if st == "completed":
             evs.append(_event("job_complete", "Job completed"))
-            job["total_price"] = 3
+            job["total_price"] = s.price_nanodollars
             job["token_count"] = 3000
         job["status"] = st
         job["updated_at"] = _now()
