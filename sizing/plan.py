@@ -192,6 +192,17 @@ class _Sizer:
         return None
 
 
+def modal_usd_per_hour(gpu_usd_per_hour: float, modal: dict, gpus: int, region: str = "none") -> float:
+    """What Modal bills an hour for `gpus` GPUs with the CPU and memory ftplan requests beside each one.
+
+    Modal bills max(request, usage) for CPU and memory, so the request is what is priced; the
+    region multiplier applies to the whole bill (modal.com/docs/guide/region-selection).
+    """
+    per_gpu = (gpu_usd_per_hour + modal["cpu_usd_per_core_hour"] * modal["cpu_cores_per_gpu"]
+               + modal["memory_usd_per_gib_hour"] * modal["memory_gib_per_gpu"])
+    return gpus * per_gpu * modal["region_multipliers"].get(region, 1.0)
+
+
 def _counts(row: GpuPrice, allowed: set[int] | None) -> list[int]:
     counts = list(row.counts)
     if row.max_nodes > 1 and 8 in row.counts:
@@ -234,9 +245,7 @@ def search(
             per_hour = row.usd_per_gpu_hour * count
             plan_notes = []
             if row.provider == "modal":
-                per_hour += count * (prov["cpu_usd_per_core_hour"] * prov["cpu_cores_per_gpu"]
-                                     + prov["memory_usd_per_gib_hour"] * prov["memory_gib_per_gpu"])
-                per_hour *= prov["region_multipliers"].get(region, 1.0)
+                per_hour = modal_usd_per_hour(row.usd_per_gpu_hour, prov, count, region)
                 plan_notes.append(f"GPU {row.native_name or row.gpu}:{count} + {prov['cpu_cores_per_gpu']} cores and "
                                   f"{prov['memory_gib_per_gpu']} GiB per GPU" +
                                   (f", region x{prov['region_multipliers'][region]}" if region != "none" else ""))

@@ -1,87 +1,130 @@
-"""The Modal app is built from real SDK objects and inspected; its body runs through `.local()`."""
+"""Modal: the spec and price from the plan, the app from real SDK objects, whole jobs through the one run flow.
+
+Whole jobs use `modal_local.LocalModalService` in place of Modal's service: the same app is built
+and its function bodies run through the real `modal.Function.local()`, with Volumes as folders.
+"""
 
 import json
-import os
-import signal
-import subprocess
-import sys
+import math
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
-from ftplan.providers import modal_app
+from ftplan.providers import modal_app, modal_provider
 from ftplan.recipes.schema import parse_recipe
 from ftplan.sizing.errors import FtplanError
+from ftplan.sizing.prices import load_prices
 
 modal = pytest.importorskip("modal")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+RECORD_FIELDS = {"id", "provider", "status", "output_dir", "events_path", "plan", "actuals", "provider_ids",
+                 "recipe_hash", "resumed_from", "options", "outputs", "eval", "error", "created_at", "updated_at"}
 
 
-def plan_with(gpu: str, count: int, hours: float, usd_per_hour: float = 8.0) -> dict:
-    return {"per_provider": [{"provider": "modal", "gpu": gpu, "count": count, "hours": hours, "adapter": "lora",
-                              "usd": hours * usd_per_hour, "usd_per_hour": usd_per_hour}]}
+def modal_row(gpu: str, count: int, hours: float) -> dict:
+    return {"provider": "modal", "gpu": gpu, "count": count, "hours": hours, "train_seconds": hours * 3600 - 300,
+            "adapter": "lora", "usd": 1.0, "usd_per_hour": 1.0}
+
+
+def plan_with(*rows) -> dict:
+    return {"plans": list(rows), "per_provider": list(rows[:1])}
 
 
 def recipe(**kw):
     return parse_recipe({"model": kw.pop("model", "Qwen/Qwen2.5-7B-Instruct"), "data": {"path": "d.jsonl"}, **kw})
 
 
-def test_spec_follows_the_plan():
-    spec = modal_app.spec_for(recipe(), plan_with("H100", 2, 3.0))
-    assert spec.gpu == "H100:2" and spec.nodes == 1 and spec.segments == 1
-    assert spec.timeout == int(3.0 * 3600 * 1.5) + 15 * 60
-    assert spec.secret is None and spec.usd_per_hour == 8.0
-    assert not any(p.startswith("unsloth") for p in spec.packages)  # two GPUs: PEFT + accelerate
+def billed(gpu: str, count: int, region: str = "none") -> float:
+    """Modal's bill per hour from the price rows: GPUs plus the CPU and memory requested beside each."""
+    book = load_prices()
+    m = book.providers["modal"]
+    gpu_usd = next(r.usd_per_gpu_hour for r in book.gpu_rows if r.provider == "modal" and r.gpu == gpu)
+    per_gpu = gpu_usd + m["cpu_usd_per_core_hour"] * m["cpu_cores_per_gpu"] + \
+        m["memory_usd_per_gib_hour"] * m["memory_gib_per_gpu"]
+    return count * per_gpu * m["region_multipliers"][region]
 
 
-def test_single_gpu_lora_gets_unsloth_gated_models_get_the_hf_secret():
-    spec = modal_app.spec_for(recipe(model="meta-llama/Llama-3.1-8B-Instruct"), plan_with("A10G", 1, 0.5))
-    assert spec.gpu == "A10" and spec.secret == "huggingface-secret"
-    assert modal_app.UNSLOTH in spec.packages and spec.timeout == modal_app.MIN_TIMEOUT + int(0.5 * 3600 * 1.5)
+def test_spec_asks_for_and_prices_what_modal_bills():
+    spec = modal_app.spec_for(recipe(), plan_with(modal_row("H100", 2, 3.0)))
+    # "H100!" keeps Modal from serving an H200 at the H200 price (modal.com/docs/guide/gpu).
+    assert spec.gpu == "H100!:2" and spec.nodes == 1 and spec.segments == 1
+    m = load_prices().providers["modal"]
+    assert spec.cpu == 2 * m["cpu_cores_per_gpu"] and spec.memory_mib == 2 * m["memory_gib_per_gpu"] * 1024
+    assert spec.usd_per_hour == pytest.approx(billed("H100", 2))
+    assert spec.timeout == int((3.0 * 3600 - 300) * 1.5) + 15 * 60 and spec.segment_seconds < spec.timeout
+    assert spec.secret is None and not spec.unsloth
 
 
-def test_long_plans_run_as_24h_segments_and_big_ones_as_clusters():
-    spec = modal_app.spec_for(recipe(), plan_with("B200", 32, 60.0))
-    assert spec.timeout == 24 * 3600 and spec.segments == 4 and spec.gpu == "B200:8" and spec.nodes == 4
+def test_a_region_request_pays_modals_multiplier():
+    broad = modal_app.spec_for(recipe(providers={"modal": {"region": "us"}}), plan_with(modal_row("A100-80GB", 1, 1)))
+    narrow = modal_app.spec_for(recipe(providers={"modal": {"region": "us-east"}}),
+                                plan_with(modal_row("A100-80GB", 1, 1)))
+    assert broad.usd_per_hour == pytest.approx(billed("A100-80GB", 1, "broad"))
+    assert narrow.usd_per_hour == pytest.approx(billed("A100-80GB", 1, "narrow"))
 
 
-def test_fallbacks_pins_and_refusals():
-    spec = modal_app.spec_for(recipe(providers={"modal": {"gpu_fallbacks": ["A100-80GB"]}}), plan_with("H100", 4, 1))
-    assert spec.gpu == ["H100:4", "A100-80GB:4"]
-    assert modal_app.spec_for(recipe(hardware={"gpu": "l40s", "gpus": 2}), None).gpu == "L40S:2"
+def test_single_gpu_lora_gets_the_unsloth_image_gated_models_the_hf_secret():
+    spec = modal_app.spec_for(recipe(model="meta-llama/Llama-3.1-8B-Instruct"), plan_with(modal_row("A10G", 1, 0.5)))
+    assert spec.gpu == "A10" and spec.secret == "huggingface-secret" and spec.unsloth
+    assert any(p.startswith("unsloth==") for p in spec.packages)
+    zero3 = modal_app.spec_for(recipe(hardware={"distributed": "zero3"}), plan_with(modal_row("H100", 4, 1)))
+    assert any(p.startswith("deepspeed==") for p in zero3.packages) and not zero3.unsloth
+
+
+def test_a_60_hour_plan_runs_as_segments_and_16_gpus_as_two_billed_nodes():
+    spec = modal_app.spec_for(recipe(), plan_with(modal_row("B200", 16, 60.0)))
+    assert spec.timeout == 24 * 3600 and spec.gpu == "B200:8" and spec.nodes == 2
+    assert spec.segment_seconds == 24 * 3600 - 30 * 60
+    assert spec.segments == math.ceil((60 * 3600 - 300) / spec.segment_seconds) == 3
+    assert spec.usd_per_hour == pytest.approx(billed("B200", 16))
+    with pytest.raises(FtplanError, match="whole nodes of 8 GPUs"):
+        modal_app.spec_for(recipe(hardware={"gpu": "H100", "gpus": 12}), None)
+
+
+def test_a_pinned_gpu_takes_its_count_and_price_from_the_plan_and_fallbacks_are_replanned():
+    plan = plan_with(modal_row("L40S", 1, 2.0), modal_row("H100", 4, 1.0), modal_row("A100-80GB", 2, 1.5))
+    pinned = modal_app.spec_for(recipe(hardware={"gpu": "h100"}), plan)
+    assert pinned.gpu == "H100!:4" and pinned.gpus == 4 and pinned.hours == 1.0
+    assert pinned.usd_per_hour == pytest.approx(billed("H100", 4))
+    spec = modal_app.spec_for(recipe(providers={"modal": {"gpu_fallbacks": ["A100-80GB"]}}), plan)
+    assert spec.gpu == ["L40S", "A100-80GB:2"]
+    assert spec.fallbacks[0]["usd_per_hour"] == pytest.approx(billed("A100-80GB", 2))
+    with pytest.raises(FtplanError, match="cannot hold this job"):
+        modal_app.spec_for(recipe(providers={"modal": {"gpu_fallbacks": ["T4"]}}), plan)
     with pytest.raises(FtplanError, match="not a GPU Modal rents"):
         modal_app.spec_for(recipe(hardware={"gpu": "RTX-4090"}), None)
-    with pytest.raises(FtplanError, match="at most 4 x A10"):
+    with pytest.raises(FtplanError, match="at most 4 x A10G"):
         modal_app.modal_gpu_string("A10G", 8)
 
 
 def test_app_is_built_from_real_sdk_objects():
-    spec = modal_app.spec_for(recipe(model="meta-llama/Llama-3.1-8B"), plan_with("H100", 2, 2.0))
-    app, fn = modal_app.build_app(spec)
-    assert isinstance(app, modal.App) and isinstance(fn, modal.Function)
-    s = fn._spec_
-    assert s.gpus == "H100:2" or s.gpus == ["H100:2"]
-    assert {m: v.name for m, v in s.volumes.items()} == modal_app.VOLUMES
+    spec = modal_app.spec_for(recipe(model="meta-llama/Llama-3.1-8B", providers={"modal": {"region": "us"}}),
+                              plan_with(modal_row("H100", 2, 2.0)))
+    app, conduct, train = modal_app.build_app(spec)
+    assert isinstance(app, modal.App) and isinstance(train, modal.Function) and isinstance(conduct, modal.Function)
+    s = train._spec_
+    assert s.gpus in ("H100!:2", ["H100!:2"]) and s.cpu == spec.cpu and s.memory == spec.memory_mib
+    assert {m: v.name for m, v in s.volumes.items()} == modal_app.VOLUMES and s.scheduler_placement is not None
     from modal.image import _Image  # the spec holds the SDK's underlying (unwrapped) objects
 
     assert len(s.secrets) == 1 and isinstance(s.image, _Image)
-    big = modal_app.spec_for(recipe(), plan_with("H100", 16, 2.0))
-    _, cluster_fn = modal_app.build_app(big)
+    assert conduct._spec_.gpus in (None, []) and conduct._spec_.cpu == modal_app.CONDUCT_CPU
+    big = modal_app.spec_for(recipe(), plan_with(modal_row("H100", 16, 2.0)))
+    _, _, cluster_fn = modal_app.build_app(big)
     assert isinstance(cluster_fn, modal.Function) and big.nodes == 2
 
 
 def test_not_authenticated_is_refused_before_any_upload(tmp_path):
     with pytest.raises(FtplanError, match="modal token new"):
-        modal_app.check_ready({"MODAL_CONFIG_PATH": str(tmp_path / "none.toml")})
+        modal_provider.check_auth({"MODAL_CONFIG_PATH": str(tmp_path / "none.toml")})
     (tmp_path / "m.toml").write_text('[default]\ntoken_id = "ak-x"\ntoken_secret = "as-y"\n')
-    modal_app.check_ready({"MODAL_CONFIG_PATH": str(tmp_path / "m.toml")})
+    modal_provider.check_auth({"MODAL_CONFIG_PATH": str(tmp_path / "m.toml")})
 
 
 def test_cli_refuses_without_auth_and_uploads_nothing(tmp_path):
-    from click.testing import CliRunner
-
     from ftplan.launcher.cli import cli
 
     path = tmp_path / "r.yaml"
@@ -94,75 +137,193 @@ def test_cli_refuses_without_auth_and_uploads_nothing(tmp_path):
         cli, ["jobs", "--json"], env={"FTPLAN_HOME": str(tmp_path)}).output
 
 
-def tiny_recipe(tiny, steps: int, every: int = 2) -> str:
-    return yaml.safe_dump({"name": "modal-tiny", "model": str(tiny), "data": {"path": str(EXAMPLES / "chat.jsonl")},
-                           "method": {"objective": "sft", "lora": {"rank": 4}},
-                           "hyperparameters": {"max_steps": steps, "batch_size": 1, "gradient_accumulation": 1,
-                                               "learning_rate": 1e-3, "max_seq_length": 96, "precision": "fp32"},
-                           "checkpoint": {"every_steps": every, "every_minutes": None}})
-
-
-@pytest.mark.slow
-@pytest.mark.train
-def test_function_body_runs_locally_and_feeds_the_same_live_view(tmp_path):
-    from ftplan.launcher.follow import sync
-    from ftplan.launcher.jobstore import JobStore
-    from ftplan.recipes.tiny import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tiny")
-    spec = modal_app.spec_for(recipe(), plan_with("H100", 1, 0.1))
-    _, fn = modal_app.build_app(spec)
-    store = JobStore(tmp_path / "j.sqlite3")
-    job_id = store.create("modal", events_path=str(tmp_path / "root" / "outputs" / "JOB" / "events.jsonl"),
-                          status="submitted")
-    result = fn.local(tiny_recipe(tiny, 4), "JOB", 3.9, str(tmp_path / "root"))
-    assert result["job"] == "JOB" and (tmp_path / "root" / "outputs" / "JOB" / "adapter").is_dir()
-    job, new = sync(store, job_id)
-    assert job["status"] == "completed" and [e["type"] for e in new][0] == "started"
-    assert [e["step"] for e in new if e["type"] == "step"] == [1, 2, 3, 4]
-
-
-@pytest.mark.slow
-@pytest.mark.train
-def test_a_call_killed_midway_resumes_from_its_checkpoint_like_a_preemption(tmp_path):
-    from ftplan.recipes.tiny import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tiny")
-    root = tmp_path / "root"
-    script = tmp_path / "call.py"
-    script.write_text(
-        "import sys\nfrom ftplan.providers import modal_app\n"
-        "spec = modal_app.spec_for(modal_app.parse_recipe({'model': 'x', 'data': {'path': 'd'}}), "
-        "{'per_provider': [{'provider': 'modal', 'gpu': 'H100', 'count': 1, 'hours': 0.1, 'usd_per_hour': 4}]})\n"
-        "_, fn = modal_app.build_app(spec)\n"
-        f"fn.local(open(sys.argv[1]).read(), 'JOB', 4.0, {str(root)!r})\n")
-    long = tmp_path / "long.yaml"
-    long.write_text(tiny_recipe(tiny, 3000, every=5))
-    proc = subprocess.Popen([sys.executable, str(script), str(long)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = root / "outputs" / "JOB" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(ckpts.glob("checkpoint-*/ftplan-complete.json")):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)  # a preemption: no goodbye, no final event
-    proc.wait(30)
-    done = sorted(int(p.parent.name.split("-")[1]) for p in ckpts.glob("checkpoint-*/ftplan-complete.json"))
-    assert done, "no checkpoint was completed before the kill"
-    short = tmp_path / "short.yaml"
-    short.write_text(tiny_recipe(tiny, done[-1] + 3, every=5))
-    subprocess.run([sys.executable, str(script), str(short)], check=True, capture_output=True, timeout=240)
-    events = [json.loads(x) for x in (root / "outputs" / "JOB" / "events.jsonl").read_text().splitlines()]
-    starts = [e for e in events if e["type"] == "started"]
-    assert len(starts) == 2 and starts[1]["resumed_from"].endswith(f"checkpoint-{done[-1]}")
-    after = events[events.index(starts[1]):]
-    assert [e["step"] for e in after if e["type"] == "step"][0] == done[-1] + 1
-    assert after[-1]["type"] == "finished" and after[-1]["status"] == "completed"
-
-
 def test_image_carries_every_ftplan_subpackage():
     dirs = dict((remote, local) for local, remote in modal_app.source_dirs())
     assert set(dirs) == {"/root/src/ftplan", "/root/src/ftplan/sizing", "/root/src/ftplan/launcher",
                          "/root/src/ftplan/providers", "/root/src/ftplan/recipes"}
     assert all((Path(local) / "__init__.py").is_file() for local in dirs.values())
     assert (Path(dirs["/root/src/ftplan/recipes"]) / "train.py").is_file()
-    assert (Path(dirs["/root/src/ftplan/sizing"]) / "data" / "prices.json").is_file()
+    assert (Path(dirs["/root/src/ftplan/providers"]) / "data" / "modal-image.lock").is_file()
+
+
+def test_every_local_input_goes_to_the_data_volume_by_content_hash(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    golden = tmp_path / "g.jsonl"
+    golden.write_text('{"prompt": "x", "expected": "y"}\n')
+    r = parse_recipe({"model": str(model), "data": {"path": str(EXAMPLES / "chat.jsonl"),
+                                                    "eval_path": str(EXAMPLES / "chat.jsonl")},
+                      "eval": {"golden": str(golden)}})
+    data, files = modal_provider.local_inputs(r)
+    assert data["data"]["path"] == data["data"]["eval_path"]  # the same bytes, one upload
+    assert data["model"].startswith("/data/") and data["eval"]["golden"].startswith("/data/")
+    assert sorted(p.name for p in files.values()) == ["chat.jsonl", "g.jsonl", "model"]
+    hub = parse_recipe({"model": "Qwen/Qwen2.5-7B", "data": {"path": "tatsu-lab/alpaca"}})
+    assert modal_provider.local_inputs(hub) == (hub.model_dump(mode="json"), {})
+
+
+def test_a_gated_model_without_the_hf_secret_is_refused_before_any_upload(tmp_path):
+    from modal_local import LocalModalService
+
+    svc = LocalModalService(tmp_path, secrets=())
+    provider = modal_provider.ModalProvider(svc)
+    with pytest.raises(FtplanError, match="modal secret create huggingface-secret HF_TOKEN"):
+        provider.check_ready(recipe(model="meta-llama/Llama-3.1-8B-Instruct"))
+    assert svc.uploaded == []
+
+
+# --- whole jobs through `ftplan run --provider modal`, with the function bodies run locally ---------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from ftplan.recipes.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    from modal_local import LocalModalService
+
+    svc = LocalModalService(tmp_path / "modal")
+    monkeypatch.setattr(modal_provider, "service", lambda: svc)
+    monkeypatch.setenv("FTPLAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FTPLAN_POLL_SECONDS", "0.3")
+    return svc
+
+
+def tiny_recipe(tmp_path, tiny, steps: int, every: int = 2, **extra) -> Path:
+    path = tmp_path / "modal-tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "modal-tiny", "model": str(tiny), "data": {"path": str(EXAMPLES / "chat.jsonl")},
+        "method": {"objective": "sft", "lora": {"rank": 4}},
+        "hyperparameters": {"max_steps": steps, "batch_size": 1, "gradient_accumulation": 1, "learning_rate": 1e-3,
+                            "max_seq_length": 96, "precision": "fp32"},
+        "checkpoint": {"every_steps": every, "every_minutes": None}, "hardware": {"gpu": "L4"},
+        "output": {"dir": str(tmp_path / "out")}, **extra}))
+    return path
+
+
+def ftplan(*args):
+    from ftplan.launcher.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def only_job() -> dict:
+    [job] = json.loads(ftplan("jobs", "--json").output)
+    return job
+
+
+def wait_for(predicate, timeout=180, every=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def status(job_id) -> dict:
+    return json.loads(ftplan("status", job_id, "--json").output)
+
+
+def step_reached(job_id, step):
+    st = status(job_id)
+    return st["last_step"] and st["last_step"]["step"] >= step and st
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_run_status_logs_pull_and_eval_through_the_one_flow(tmp_path, tiny, service):
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"prompt": "two plus two?", "category": "safety",
+                                  "checks": [{"type": "forbidden", "strings": ["<unk>"]}]}) + "\n")
+    stale = service.root / "outputs" / "20261201-000000-000000" / "events.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"type": "finished", "status": "completed", "time": 1}) + "\n")
+    res = ftplan("run", tiny_recipe(tmp_path, tiny, 4, eval={"golden": str(golden)}), "--provider", "modal", "--yes")
+    assert res.exit_code == 0, res.output
+    job = only_job()
+    assert RECORD_FIELDS <= set(job) and job["status"] == "completed" and job["actuals"]["steps"] == 4
+    assert job["eval"]["passed"] is True  # the program's own gate, run inside the container
+    assert sorted(k.split("/")[1] for k in service.uploaded) == ["chat.jsonl", "golden.jsonl", "model"]
+    launched = service.launched[0]["job"]
+    assert launched["id"] == job["id"] and launched["hub_model"] is None
+    events = [json.loads(line) for line in ftplan("logs", job["id"], "--json").output.splitlines()]
+    assert events[0]["type"] == "started" and events[-1]["type"] == "finished"
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
+    folder = Path(job["output_dir"])
+    before = (folder / "events.jsonl").read_bytes()
+    assert (folder / "adapter" / "adapter_config.json").is_file() and (folder / "manifest.json").is_file()
+    assert not (folder / "checkpoints").exists() and (folder / "events.jsonl").read_bytes() == before
+    res = ftplan("eval", job["id"], "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["passed"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_poll_faults_leave_the_job_running_and_cancel_leaves_a_checkpoint(tmp_path, tiny, service):
+    res = ftplan("run", tiny_recipe(tmp_path, tiny, 3000, every=10_000), "--provider", "modal", "--yes", "--detach")
+    assert res.exit_code == 0, res.output
+    job_id = only_job()["id"]
+    wait_for(lambda: step_reached(job_id, 2))
+    service.read_faults, service.state_faults = 2, 2
+    for _ in range(3):
+        st = status(job_id)
+        assert st["status"] == "running"
+    assert "injected" in json.dumps(st["warning"]) or service.read_faults == 0
+    assert ftplan("cancel", job_id, "--wait", "120").exit_code == 0
+    st = wait_for(lambda: (s := status(job_id))["status"] == "cancelled" and s)
+    assert st["actuals"]["steps"] < 3000
+    done = list((service.root / "outputs" / job_id / "checkpoints").glob("checkpoint-*/ftplan-complete.json"))
+    assert done
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_a_preempted_attempt_resumes_and_a_resume_job_continues_on_modal(tmp_path, tiny, service):
+    res = ftplan("run", tiny_recipe(tmp_path, tiny, 60, every=5), "--provider", "modal", "--yes", "--detach")
+    assert res.exit_code == 0, res.output
+    job_id = only_job()["id"]
+    wait_for(lambda: step_reached(job_id, 6))
+    call = json.loads((service.root / "outputs" / job_id / "calls.json").read_text())[-1]["call_id"]
+    service.kill_attempt(call)  # a preemption: Modal retries the input in a new container
+    st = wait_for(lambda: (s := status(job_id))["status"] == "completed" and s)
+    events = [json.loads(line) for line in ftplan("logs", job_id, "--json").output.splitlines()]
+    notes = [e["message"] for e in events if e["type"] == "log" and "attempt 2" in e.get("message", "")]
+    assert notes and "resumed from" in notes[0] and "checkpoint-" in notes[0]
+    assert [e["step"] for e in events if e["type"] == "step"][-1] == 60 and st["actuals"]["steps"] == 60
+    # --resume on Modal: a new job that starts from this one's checkpoints on the outputs Volume.
+    res = ftplan("run", tiny_recipe(tmp_path, tiny, 63, every=5), "--provider", "modal", "--yes", "--resume", job_id)
+    assert res.exit_code == 0, res.output
+    new = json.loads(ftplan("jobs", "--json").output)[0]
+    assert new["resumed_from"] == job_id and new["status"] == "completed"
+    steps = [json.loads(x)["step"] for x in Path(new["events_path"]).read_text().splitlines() if '"step"' in x
+             and '"type": "step"' in x]
+    assert steps == [61, 62, 63]
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_a_job_longer_than_its_attempt_runs_as_segments(tmp_path, tiny, service, monkeypatch):
+    real = modal_app.spec_for
+
+    def short_segments(recipe, plan, prices=None):
+        spec = real(recipe, plan, prices)
+        spec.segment_seconds = 4  # stands in for ~23.5 h: each segment checkpoints and hands over
+        return spec
+
+    monkeypatch.setattr(modal_app, "spec_for", short_segments)
+    res = ftplan("run", tiny_recipe(tmp_path, tiny, 400, every=10_000), "--provider", "modal", "--yes")
+    assert res.exit_code == 0, res.output
+    job = only_job()
+    calls = json.loads((service.root / "outputs" / job["id"] / "calls.json").read_text())
+    assert job["status"] == "completed" and len(calls) >= 2
+    assert [c["segment"] for c in calls] == list(range(1, len(calls) + 1))
+    steps = [json.loads(x)["step"] for x in Path(job["events_path"]).read_text().splitlines()
+             if '"type": "step"' in x]
+    assert steps == list(range(1, 401))  # every step once, across the segments
