@@ -114,6 +114,19 @@ def jobs(as_json, limit, import_dir) -> None:
         click.echo(f"warning: {w}", err=True)
 
 
+def _container_log(job: dict, entries: int) -> tuple[list[str], str | None]:
+    """The remote container's log tail and dashboard link, for providers that have them (Modal)."""
+    from .jobs import view
+
+    provider = registry.get(job["provider"])
+    if not hasattr(provider, "log_tail") or not job["provider_ids"]:
+        return [], None
+    try:
+        return provider.log_tail(view(job), entries)
+    except FtplanError as exc:
+        return [f"(container log unavailable: {exc})"], job["provider_ids"].get("dashboard")
+
+
 def _checkpoints(job: dict, events: list[dict]) -> list[dict]:
     """Complete checkpoints on disk for local runs; the provider's list (kept at the end) or its events otherwise."""
     if job["provider"] == "local" and job.get("output_dir"):
@@ -168,6 +181,11 @@ def status(job_id, as_json) -> None:
     for c in checkpoints:
         click.echo(f"  checkpoint step {c.get('step')}: {c.get('path')}")
     click.echo(f"  folder: {job['output_dir']}")
+    tail, link = _container_log(job, 5)
+    if link:
+        click.echo(f"  dashboard: {link}")
+    for line in tail:
+        click.echo(f"  | {line}")
     if outputs:
         click.echo(f"  outputs: {outputs}")
     elif job["status"] == "completed" and registry.get(job["provider"]).has_outputs:
@@ -179,7 +197,9 @@ def status(job_id, as_json) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends, then fetch its "
               "outputs (works for detached runs).")
 @click.option("--json", "as_json", is_flag=True, help="Raw events, one JSON object a line.")
-def logs(job_id, follow, as_json) -> None:
+@click.option("--container", "container", default=0, type=click.IntRange(min=0), metavar="N",
+              help="Also print the last N lines of the remote container's log (Modal).")
+def logs(job_id, follow, as_json, container) -> None:
     """A job's events; --follow keeps going until it ends."""
     from .jobs import outputs_path, pull, sync
     from .jobstore import TERMINAL
@@ -203,6 +223,10 @@ def logs(job_id, follow, as_json) -> None:
     if follow and job["status"] == "completed" and outputs_path(job) is None and \
             registry.get(job["provider"]).has_outputs:
         click.echo(f"outputs: {pull(store, job['id'])}", err=True)
+    if container:
+        tail, link = _container_log(store.get(job["id"]), container)
+        for line in ([f"container log ({link}):"] if link else []) + tail:
+            click.echo(line)
 
 
 @cli.command()
@@ -220,12 +244,13 @@ def cancel(job_id, wait) -> None:
 
 @cli.command()
 @click.argument("job_id")
-def pull(job_id) -> None:
+@click.option("--checkpoints", is_flag=True, help="Also fetch the checkpoints (Modal keeps them on its Volume).")
+def pull(job_id, checkpoints) -> None:
     """Put a finished job's outputs (adapter or model, unpacked) in its folder; downloads retry, and so can you."""
     from .jobs import pull as pull_outputs
 
     store = _store()
-    dest = pull_outputs(store, job_id)
+    dest = pull_outputs(store, job_id, checkpoints=checkpoints)
     job = store.get(job_id)
     if dest is None:
         click.echo(f"job {job['id']} ran on {job['provider']}, which keeps the model: "

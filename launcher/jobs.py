@@ -171,7 +171,7 @@ def cancel(store: JobStore, job_id: str, wait: float = 0.0, poll: float = 0.2) -
     return store.get(job["id"])
 
 
-def pull(store: JobStore, job_id: str) -> Path | None:
+def pull(store: JobStore, job_id: str, checkpoints: bool = False) -> Path | None:
     """The job's outputs in its folder (downloaded if the provider keeps them); None when it keeps the model."""
     job, _, _ = sync(store, job_id)
     if job["status"] != "completed" and not (job["status"] == "blocked" and job["provider"] != "local"):
@@ -181,8 +181,15 @@ def pull(store: JobStore, job_id: str) -> Path | None:
     if not provider.has_outputs:
         return None
     v = view(job)
+    extra = {}
+    if checkpoints:
+        import inspect
+
+        if "checkpoints" not in inspect.signature(provider.fetch_outputs).parameters:
+            raise FtplanError(f"{job['provider']} keeps no checkpoints to pull (job {job['id']}).")
+        extra["checkpoints"] = True
     try:
-        dest = provider.fetch_outputs(v, v.folder)
+        dest = provider.fetch_outputs(v, v.folder, **extra)
     except FtplanError as exc:
         store.update(job["id"], outputs={"error": str(exc), "at": time.time()})
         raise FtplanError(f"{exc} The job's outputs were not downloaded; `ftplan pull {job['id']}` tries "

@@ -271,6 +271,7 @@ class ModalProvider:
                 continue
             out += self._translate(job, e, state)
         if job.state.get("final"):
+            self._keep_log_tail(job, call_id)
             return out
         if state == "failed":
             error = job.state.get("last_error") or detail
@@ -284,11 +285,36 @@ class ModalProvider:
             out.append({"type": "failed", "error": f"the Modal call {call_id} ended ({detail.get('status')}) "
                         "without the program's final event", "kind": "modal"})
             job.state["final"] = True
+        if job.state.get("final"):
+            self._keep_log_tail(job, call_id)
         return out
+
+    def _keep_log_tail(self, job: Job, call_id: str) -> None:
+        """The container's last log lines, kept with the job: `status` and `logs` show them offline later."""
+        try:
+            job.state["log_tail"] = self.svc.log_tail(call_id, 20)
+        except Exception as exc:  # noqa: BLE001 - the tail is a convenience; the dashboard link stays
+            job.state["log_tail"] = [f"(the container log could not be fetched: {exc})"]
+
+    def _bill(self, job: Job, e: dict, kind: str) -> None:
+        """GPU seconds across attempts and segments: each program only knows its own attempt's time."""
+        st, t = job.state, e.get("time")
+        if not isinstance(t, (int, float)):
+            return
+        if kind == "started":
+            if st.get("attempt_began") is not None:
+                st["billed_seconds"] = st.get("billed_seconds", 0.0) + st.get("last_time", t) - st["attempt_began"]
+            st["attempt_began"] = t
+        st["last_time"] = t
+        if kind == "finished" and st.get("attempt_began") is not None:
+            billed = st.get("billed_seconds", 0.0) + t - st["attempt_began"]
+            e["usd"] = round(billed * st.get("usd_per_hour", 0.0) / 3600, 4)
+            e["billed_seconds"] = round(billed, 1)
 
     def _translate(self, job: Job, e: dict, call_state: str) -> list[dict]:
         """The program's events, except that a failed attempt Modal will retry is not the job's end."""
         kind = e.pop("type", "log")
+        self._bill(job, e, kind)
         if kind == "started":
             n = job.state["attempts"] = job.state.get("attempts", 0) + 1
             if n > 1:
@@ -312,6 +338,7 @@ class ModalProvider:
         self.svc.request_stop(job.id)
 
     def fetch_outputs(self, job: Job, dest: Path, checkpoints: bool = False) -> Path | None:
+        """The adapter or model and the manifest from the outputs Volume; checkpoints only when asked."""
         for attempt in range(3):
             try:
                 self.svc.download(job.id, dest, checkpoints=checkpoints)
@@ -325,6 +352,11 @@ class ModalProvider:
                 return dest / name
         raise FtplanError(f"no adapter or model folder in Modal's outputs for job {job.id}.")
 
-    def log_tail(self, job: Job, entries: int = 20) -> list[str]:
-        call_id, _ = self._current_call(job)
-        return self.svc.log_tail(call_id, entries)
+    def log_tail(self, job: Job, entries: int = 20) -> tuple[list[str], str | None]:
+        """(the container's last log lines, the Modal dashboard link); kept lines once the job is final."""
+        if "log_tail" in job.state:
+            lines = job.state["log_tail"][-entries:]
+        else:
+            call_id, _ = self._current_call(job)
+            lines = self.svc.log_tail(call_id, entries)
+        return lines, job.state.get("dashboard")

@@ -103,3 +103,14 @@ def test_every_registered_provider_speaks_the_one_interface_and_run_help_lists_t
         assert isinstance(provider, Provider) and provider.name == name
     out = CliRunner().invoke(cli, ["run", "--help"]).output
     assert all(name in out for name in registry.names()) and "Exit codes" in out
+
+
+@pytest.mark.parametrize("command", ["status", "cancel", "logs", "pull"])
+def test_job_ids_are_never_patterns(tmp_path, command):
+    from ftplan.launcher.jobstore import JobStore
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.create("local", job_id="20261202-070000-abcdef", status="running", output_dir=str(tmp_path / "j"))
+    res = CliRunner().invoke(cli, [command, "%"], env={"FTPLAN_HOME": str(tmp_path)})
+    assert res.exit_code == 2 and "no job '%'" in res.output
+    assert store.get("20261202-070000-abcdef")["status"] == "running"

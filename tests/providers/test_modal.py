@@ -262,6 +262,11 @@ def test_run_status_logs_pull_and_eval_through_the_one_flow(tmp_path, tiny, serv
     assert not (folder / "checkpoints").exists() and (folder / "events.jsonl").read_bytes() == before
     res = ftplan("eval", job["id"], "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["passed"] is True
+    # The container's log tail and the dashboard link, kept with the finished job.
+    st = ftplan("status", job["id"]).output
+    assert "dashboard: https://modal.com/id/ap-local" in st and "  | " in st
+    assert ftplan("pull", job["id"], "--checkpoints").exit_code == 0 and (folder / "checkpoints").is_dir()
+    assert "container log (https://modal.com/id/ap-local):" in ftplan("logs", job["id"], "--container", "5").output
 
 
 @pytest.mark.slow
@@ -297,6 +302,9 @@ def test_a_preempted_attempt_resumes_and_a_resume_job_continues_on_modal(tmp_pat
     notes = [e["message"] for e in events if e["type"] == "log" and "attempt 2" in e.get("message", "")]
     assert notes and "resumed from" in notes[0] and "checkpoint-" in notes[0]
     assert [e["step"] for e in events if e["type"] == "step"][-1] == 60 and st["actuals"]["steps"] == 60
+    # Billed across both attempts, not only the one that finished.
+    starts = [e["time"] for e in events if e["type"] == "started"]
+    assert st["actuals"]["billed_seconds"] > events[-1]["time"] - starts[-1]
     # --resume on Modal: a new job that starts from this one's checkpoints on the outputs Volume.
     res = ftplan("run", tiny_recipe(tmp_path, tiny, 63, every=5), "--provider", "modal", "--yes", "--resume", job_id)
     assert res.exit_code == 0, res.output
