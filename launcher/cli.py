@@ -47,8 +47,9 @@ def _setup_options(f):
                      "planner picks LoRA, or QLoRA where LoRA does not fit]"),
         click.option("--lora-rank", "lora_rank", default=None, type=int, help="[default: 16; 8 under 1k examples]"),
         click.option("--lora-alpha", "lora_alpha", default=None, type=int, help="[default: 2 x rank]"),
-        click.option("--lora-dropout", "lora_dropout", default=0.05, show_default=True, type=float,
-                     help="LoRA dropout; above 0 each adapted linear keeps its own dropout output and mask."),
+        click.option("--lora-dropout", "lora_dropout", default=0.0, show_default=True, type=float,
+                     help="LoRA dropout (recipes default to 0); above 0 each adapted linear keeps its own dropout "
+                     "output and mask."),
         click.option("--lora-targets", "lora_targets", default="all-linear", show_default=True,
                      help="all-linear | attention | mlp | q,k,v,o,gate,up,down | the model's module names"),
         click.option("--seq-len", "seq_len", default=2048, show_default=True, type=int),

@@ -16,6 +16,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from ftplan.recipes import preflight
 from ftplan.recipes.checkpoints import checkpoints
 from ftplan.recipes.events import read_events
 from ftplan.recipes.launch import training_command
@@ -39,6 +40,7 @@ class LocalProvider:
         if missing:
             raise FtplanError(f"training here needs {', '.join(missing)}: pip install 'ftplan[train]' (and "
                               "'ftplan[gpu]' for Unsloth on a CUDA machine). Nothing was started.")
+        preflight.check(recipe)
 
     def quote(self, recipe: Recipe, plan: dict | None) -> Quote:
         lp = (plan or {}).get("local")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ftplan.recipes import preflight
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.errors import FtplanError
 
@@ -198,6 +199,7 @@ class ModalProvider:
         self.spec: modal_app.ModalSpec | None = None
 
     def check_ready(self, recipe: Recipe) -> None:
+        preflight.check(recipe)  # what the program would refuse in the container, refused before any upload
         self.svc.check_auth()
         name = modal_app.spec_secret(recipe)
         if name and not self.svc.secret_exists(name):

@@ -13,9 +13,6 @@ from ftplan.sizing.tokencount import CHATML  # the template TRL installs on mode
 
 from .schema import Recipe
 
-GENERIC_TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
-                   "down": "down_proj"}
-GROUPS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"], "mlp": ["gate_proj", "up_proj", "down_proj"]}
 UNSLOTH_OBJECTIVES = ("sft", "continued-pretraining", "distillation", "dpo", "orpo", "kto", "grpo")
 
 
@@ -25,7 +22,8 @@ class Backend:
     reason: str
 
 
-def select_backend(adapter: str, objective: str, *, cuda: bool, unsloth_installed: bool, gpus: int = 1) -> Backend:
+def select_backend(adapter: str, objective: str, *, cuda: bool, unsloth_installed: bool, gpus: int = 1,
+                   lora_dropout: float = 0.0) -> Backend:
     if adapter == "full":
         return Backend("full", "full fine-tuning: every weight trains, no adapter")
     if not unsloth_installed:
@@ -38,24 +36,64 @@ def select_backend(adapter: str, objective: str, *, cuda: bool, unsloth_installe
         return Backend("peft", "DoRA: Unsloth's fast path covers LoRA and QLoRA; PEFT handles DoRA")
     if objective not in UNSLOTH_OBJECTIVES:
         return Backend("peft", f"{objective}: not on Unsloth's patched trainers; plain PEFT")
-    return Backend("unsloth", "CUDA and unsloth present: Unsloth's fused kernels and offloaded checkpointing")
+    if lora_dropout > 0:
+        # Unsloth patches its fast LoRA kernels into a layer only at dropout 0; at any other value it falls back
+        # to slow layers. ftplan keeps the recipe's dropout and says why Unsloth was not used.
+        return Backend("peft", f"method.lora.dropout {lora_dropout:g}: Unsloth's fast LoRA kernels need dropout 0 "
+                       "(set it to 0 to use them); plain PEFT keeps the recipe's dropout")
+    return Backend("unsloth", "CUDA and unsloth present, dropout 0: Unsloth's fused LoRA kernels and offloaded "
+                   "checkpointing")
 
 
-def lora_targets(spec: str) -> str | list[str]:
-    spec = spec.strip()
-    if spec == "all-linear":
-        return "all-linear"
-    if spec in GROUPS:
-        return GROUPS[spec]
-    return [GENERIC_TARGETS.get(name.strip(), name.strip()) for name in spec.split(",") if name.strip()]
+def model_architecture(model: str):
+    """The planner's reading of the model's config.json (catalog id, local folder or Hub id), or None."""
+    from ftplan.sizing.architecture import from_config
+    from ftplan.sizing.catalog import resolve_model
+    from ftplan.sizing.errors import FtplanError
+
+    try:
+        return resolve_model(model).arch
+    except FtplanError:
+        pass
+    try:
+        from transformers import AutoConfig
+
+        return from_config(AutoConfig.from_pretrained(model).to_dict(), model)
+    except Exception:  # noqa: BLE001 - no config to read, or a family the planner does not know
+        return None
 
 
-def peft_config(recipe: Recipe):
+def peft_targets(targets: str, arch) -> tuple[str | list[str], list[str] | None]:
+    """(target_modules, target_parameters) for PEFT: exactly the modules the planner sized.
+
+    `all-linear` is handed to PEFT as is (the planner mirrors what PEFT's all-linear adapts);
+    any other spec becomes the module paths the planner resolved for this model's family, with
+    fused MoE expert tensors as target_parameters. Without an architecture the planner can read,
+    only all-linear or the model's own module names can be honoured.
+    """
+    from ftplan.sizing.errors import FtplanError
+    from ftplan.sizing.memory import is_all_linear, targeted_linears
+
+    if is_all_linear(targets):
+        return "all-linear", None
+    if arch is None:
+        if targets.strip().lower() in ("attention", "attn", "mlp"):
+            raise FtplanError(f"method.lora.targets {targets!r}: ftplan cannot read this model's architecture to find "
+                              "its attention or MLP modules; use all-linear or list the model's own module names.")
+        return [t.strip() for t in targets.split(",") if t.strip()], None
+    chosen = targeted_linears(arch, targets)
+    modules = sorted(lin.name for lin in chosen if not lin.param)
+    params = sorted(lin.name for lin in chosen if lin.param)
+    return modules, params or None
+
+
+def peft_config(recipe: Recipe, arch=None):
     from peft import LoraConfig
 
     lo = recipe.method.lora
+    modules, params = peft_targets(lo.targets, arch)
     return LoraConfig(r=lo.rank, lora_alpha=lo.effective_alpha, lora_dropout=lo.dropout,
-                      target_modules=lora_targets(lo.targets), use_dora=recipe.method.adapter == "dora",
+                      target_modules=modules, target_parameters=params, use_dora=recipe.method.adapter == "dora",
                       task_type="CAUSAL_LM")
 
 
@@ -93,10 +131,13 @@ def load_model(recipe: Recipe, backend: Backend, cuda: bool):
         model, _ = FastLanguageModel.from_pretrained(recipe.model, max_seq_length=recipe.hyperparameters.max_seq_length,
                                                      load_in_4bit=adapter == "qlora", dtype=None)
         lo = recipe.method.lora
-        targets = lora_targets(lo.targets)
+        from ftplan.sizing.memory import targeted_linears
+
+        arch = model_architecture(recipe.model)
+        # Unsloth takes leaf module names; its fast path covers the Llama-like families only.
+        leaves = sorted({lin.leaf for lin in targeted_linears(arch, lo.targets) if not lin.param})
         model = FastLanguageModel.get_peft_model(
-            model, r=lo.rank, lora_alpha=lo.effective_alpha, lora_dropout=lo.dropout,
-            target_modules=GROUPS["attention"] + GROUPS["mlp"] if targets == "all-linear" else targets,
+            model, r=lo.rank, lora_alpha=lo.effective_alpha, lora_dropout=lo.dropout, target_modules=leaves,
             use_gradient_checkpointing="unsloth" if recipe.hyperparameters.gradient_checkpointing else False)
         return model, None
     from transformers import AutoModelForCausalLM
@@ -109,7 +150,9 @@ def load_model(recipe: Recipe, backend: Backend, cuda: bool):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True)
     model = AutoModelForCausalLM.from_pretrained(recipe.model, **kwargs)
-    return model, (None if adapter == "full" else peft_config(recipe))
+    if adapter == "full":
+        return model, None
+    return model, peft_config(recipe, model_architecture(recipe.model))
 
 
 def unsloth_installed() -> bool:

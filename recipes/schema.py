@@ -43,7 +43,8 @@ class DataSection(_Strict):
 class LoraSection(_Strict):
     rank: int = Field(16, ge=1, le=1024)
     alpha: int | None = Field(None, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # 0 by default, as in PEFT and TRL: Unsloth's fast kernels need it, and MoE expert tensors refuse any other.
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     targets: str = "all-linear"
 
     @property

@@ -100,8 +100,10 @@ def run(recipe_path: str, output: str | None, events_path: str | None, opts: Pro
     writer = writer or (EventWriter(events_path or out / "events.jsonl") if is_main_process() else NullWriter())
     fmt = stats = None
     if recipe.method.objective != "merge":
+        from . import preflight
         from .data import check_data
 
+        preflight.check(recipe)
         fmt, stats = check_data(recipe)  # every line, before any heavy import
     if recipe.eval.golden and not opts.skip_eval:
         from .golden import file_sha256, load_golden
@@ -145,7 +147,8 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
         return 0
 
     backend = select_backend(recipe.method.adapter, recipe.method.objective, cuda=cuda,
-                             unsloth_installed=unsloth_installed(), gpus=max(gpus, 1))
+                             unsloth_installed=unsloth_installed(), gpus=max(gpus, 1),
+                             lora_dropout=recipe.method.lora.dropout)
     ckpt_root = out / "checkpoints"
     resume_from = None
     if opts.resume or opts.resume_dirs:

@@ -16,9 +16,16 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class Linear:
-    """One linear projection inside a decoder layer (counted once per layer)."""
+    """One linear projection inside a decoder layer (counted once per layer).
 
-    name: str  # the model's own module name: q_proj, c_attn, w1, query_key_value, ...
+    `name` is its path inside the decoder layer in the transformers implementation
+    ("self_attn.q_proj", "attn.c_attn", "mlp.experts.gate_up_proj"): the planner sizes and the
+    trainer targets the same modules by it. transformers 5 keeps MoE experts as fused 3D tensors,
+    which PEFT adapts as parameters (`target_parameters`), rank x experts wide; its `all-linear`
+    picks them up for some families only, and then doubles the rank of the fused gate/up tensor.
+    """
+
+    name: str  # path inside the decoder layer, as transformers names the module (or fused parameter)
     generic: tuple[str, ...]  # generic roles it plays: q, k, v, o, gate, up, down, router
     block: str  # "attention" or "mlp"
     in_features: int
@@ -27,10 +34,19 @@ class Linear:
     count: int = 1  # copies per layer (experts)
     active: float = 1.0  # fraction of tokens that pass through one copy (MoE routing)
     shares_input_with: str = ""  # name of a sibling reading the same input tensor
+    param: bool = False  # a fused tensor PEFT adapts through target_parameters, not a module
+    in_all_linear: bool = True  # whether PEFT's "all-linear" adapts it
+    all_linear_rank: int = 1  # PEFT's rank multiplier when "all-linear" adapts it (fused gate/up experts: 2)
 
     @property
     def params(self) -> int:
         return self.count * (self.in_features * self.out_features + (self.out_features if self.bias else 0))
+
+    @property
+    def leaf(self) -> str:
+        """The last name in the path ("q_proj"; "gate" for a router's "mlp.gate.weight")."""
+        parts = self.name.split(".")
+        return parts[-2] if parts[-1] == "weight" and len(parts) > 1 else parts[-1]
 
 
 @dataclass(frozen=True)
@@ -134,22 +150,33 @@ def _req(cfg: dict, *keys: str, where: str) -> int:
     raise ConfigError(f"{where}: config.json has none of {', '.join(keys)}; is this a decoder model config?")
 
 
-def _attention(h: int, heads: int, kv: int, d: int, *, qkv_bias=False, o_bias=False) -> list[Linear]:
+def _attention(h: int, heads: int, kv: int, d: int, *, qkv_bias=False, o_bias=False, at="self_attn") -> list[Linear]:
+    q = f"{at}.q_proj"
     return [
-        Linear("q_proj", ("q",), "attention", h, heads * d, qkv_bias),
-        Linear("k_proj", ("k",), "attention", h, kv * d, qkv_bias, shares_input_with="q_proj"),
-        Linear("v_proj", ("v",), "attention", h, kv * d, qkv_bias, shares_input_with="q_proj"),
-        Linear("o_proj", ("o",), "attention", heads * d, h, o_bias),
+        Linear(q, ("q",), "attention", h, heads * d, qkv_bias),
+        Linear(f"{at}.k_proj", ("k",), "attention", h, kv * d, qkv_bias, shares_input_with=q),
+        Linear(f"{at}.v_proj", ("v",), "attention", h, kv * d, qkv_bias, shares_input_with=q),
+        Linear(f"{at}.o_proj", ("o",), "attention", heads * d, h, o_bias),
     ]
 
 
-def _gated_mlp(h: int, i: int, *, bias=False, names=("gate_proj", "up_proj", "down_proj"), count=1,
-               active=1.0) -> list[Linear]:
-    g, u, d = names
+def _gated_mlp(h: int, i: int, *, bias=False, at="mlp") -> list[Linear]:
+    g = f"{at}.gate_proj"
     return [
-        Linear(g, ("gate",), "mlp", h, i, bias, count, active),
-        Linear(u, ("up",), "mlp", h, i, bias, count, active, shares_input_with=g),
-        Linear(d, ("down",), "mlp", i, h, bias, count, active),
+        Linear(g, ("gate",), "mlp", h, i, bias),
+        Linear(f"{at}.up_proj", ("up",), "mlp", h, i, bias, shares_input_with=g),
+        Linear(f"{at}.down_proj", ("down",), "mlp", i, h, bias),
+    ]
+
+
+def _fused_experts(h: int, i: int, e: int, k: int, *, in_all_linear: bool) -> list[Linear]:
+    """transformers 5's MoE block: a router weight and each expert's gate/up and down as fused 3D tensors."""
+    return [
+        Linear("mlp.gate.weight", ("router",), "mlp", h, e, param=True, in_all_linear=in_all_linear),
+        Linear("mlp.experts.gate_up_proj", ("gate", "up"), "mlp", h, 2 * i, count=e, active=k / e, param=True,
+               in_all_linear=in_all_linear, all_linear_rank=2),
+        Linear("mlp.experts.down_proj", ("down",), "mlp", i, h, count=e, active=k / e, param=True,
+               in_all_linear=in_all_linear),
     ]
 
 
@@ -219,21 +246,20 @@ def _llama_like(cfg: dict, name: str, mt: str) -> Architecture:
     if mt == "mixtral":
         e, k = cfg.get("num_local_experts", 8), cfg.get("num_experts_per_tok", 2)
         i = _req(cfg, "intermediate_size", where=where)
-        linears += [Linear("gate", ("router",), "mlp", h, e)]
-        linears += _gated_mlp(h, i, names=("w1", "w3", "w2"), count=e, active=k / e)
+        linears += _fused_experts(h, i, e, k, in_all_linear=True)
         notes.append(f"MoE: {e} experts, {k} active per token")
     elif mt in ("qwen2_moe", "qwen3_moe"):
-        e, k = _req(cfg, "num_experts", where=where), cfg.get("num_experts_per_tok", 8 if mt == "qwen3_moe" else 4)
+        # Hub config.json files say num_experts; transformers 5 writes Qwen3-MoE's as num_local_experts.
+        e = _req(cfg, "num_experts", "num_local_experts", where=where)
+        k = cfg.get("num_experts_per_tok", 8 if mt == "qwen3_moe" else 4)
         mi = _req(cfg, "moe_intermediate_size", where=where)
-        linears += [Linear("gate", ("router",), "mlp", h, e)]
-        linears += _gated_mlp(h, mi, count=e, active=k / e)
+        # PEFT's all-linear adapts Qwen3-MoE's fused experts and router, not Qwen2-MoE's (measured, PEFT 0.21).
+        linears += _fused_experts(h, mi, e, k, in_all_linear=mt == "qwen3_moe")
         shared = cfg.get("shared_expert_intermediate_size") or 0
         if shared:
             linears += [
-                Linear("shared_expert.gate_proj", ("gate",), "mlp", h, shared),
-                Linear("shared_expert.up_proj", ("up",), "mlp", h, shared, shares_input_with="shared_expert.gate_proj"),
-                Linear("shared_expert.down_proj", ("down",), "mlp", shared, h),
-                Linear("shared_expert_gate", ("router",), "mlp", h, 1),
+                *_gated_mlp(h, shared, at="mlp.shared_expert"),
+                Linear("mlp.shared_expert_gate", ("router",), "mlp", h, 1),
             ]
         notes.append(f"MoE: {e} experts, {k} active per token")
     else:
@@ -252,8 +278,8 @@ def _llama_like(cfg: dict, name: str, mt: str) -> Architecture:
 def _baichuan(cfg: dict, name: str, mt: str) -> Architecture:
     base = _llama_like({**cfg, "model_type": "llama"}, name, "llama")
     h = base.hidden
-    fused = Linear("W_pack", ("q", "k", "v"), "attention", h, 3 * h)
-    rest = [lin for lin in base.linears if lin.name not in ("q_proj", "k_proj", "v_proj")]
+    fused = Linear("self_attn.W_pack", ("q", "k", "v"), "attention", h, 3 * h)
+    rest = [lin for lin in base.linears if lin.leaf not in ("q_proj", "k_proj", "v_proj")]
     return Architecture(**{**base.__dict__, "family": mt, "linears": (fused, *rest)})
 
 
@@ -264,10 +290,10 @@ def _qwen1(cfg: dict, name: str, mt: str) -> Architecture:
     d = cfg.get("kv_channels") or h // heads
     half = _req(cfg, "intermediate_size", where=name) // 2
     linears = (
-        Linear("c_attn", ("q", "k", "v"), "attention", h, 3 * heads * d, bias=True),
+        Linear("attn.c_attn", ("q", "k", "v"), "attention", h, 3 * heads * d, bias=True),
         Linear("attn.c_proj", ("o",), "attention", heads * d, h),
-        Linear("w1", ("up",), "mlp", h, half),
-        Linear("w2", ("gate",), "mlp", h, half, shares_input_with="w1"),
+        Linear("mlp.w1", ("up",), "mlp", h, half),
+        Linear("mlp.w2", ("gate",), "mlp", h, half, shares_input_with="mlp.w1"),
         Linear("mlp.c_proj", ("down",), "mlp", half, h),
     )
     return Architecture(
@@ -287,11 +313,11 @@ def _chatglm(cfg: dict, name: str, mt: str) -> Architecture:
     i = _req(cfg, "ffn_hidden_size", where=name)
     bias = bool(cfg.get("add_bias_linear", False))
     linears = (
-        Linear("query_key_value", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d,
+        Linear("self_attention.query_key_value", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d,
                bias=bool(cfg.get("add_qkv_bias", False)) or bias),
-        Linear("dense", ("o",), "attention", heads * d, h, bias),
-        Linear("dense_h_to_4h", ("gate", "up"), "mlp", h, 2 * i, bias),
-        Linear("dense_4h_to_h", ("down",), "mlp", i, h, bias),
+        Linear("self_attention.dense", ("o",), "attention", heads * d, h, bias),
+        Linear("mlp.dense_h_to_4h", ("gate", "up"), "mlp", h, 2 * i, bias),
+        Linear("mlp.dense_4h_to_h", ("down",), "mlp", i, h, bias),
     )
     return Architecture(
         name=name, family=mt, hidden=h, layers=_req(cfg, "num_layers", "num_hidden_layers", where=name),
@@ -311,9 +337,9 @@ def _phi(cfg: dict, name: str, mt: str) -> Architecture:
     i = cfg.get("intermediate_size") or 4 * h
     linears = (
         *_attention(h, heads, kv, d, qkv_bias=True, o_bias=True)[:3],
-        Linear("dense", ("o",), "attention", heads * d, h, True),
-        Linear("fc1", ("up",), "mlp", h, i, True),
-        Linear("fc2", ("down",), "mlp", i, h, True),
+        Linear("self_attn.dense", ("o",), "attention", heads * d, h, True),
+        Linear("mlp.fc1", ("up",), "mlp", h, i, True),
+        Linear("mlp.fc2", ("down",), "mlp", i, h, True),
     )
     return Architecture(
         name=name, family=mt, hidden=h, layers=_req(cfg, "num_hidden_layers", "n_layer", where=name),
@@ -332,10 +358,10 @@ def _phi3(cfg: dict, name: str, mt: str) -> Architecture:
     d = h // heads
     i = _req(cfg, "intermediate_size", where=name)
     linears = (
-        Linear("qkv_proj", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d),
-        Linear("o_proj", ("o",), "attention", heads * d, h),
-        Linear("gate_up_proj", ("gate", "up"), "mlp", h, 2 * i),
-        Linear("down_proj", ("down",), "mlp", i, h),
+        Linear("self_attn.qkv_proj", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d),
+        Linear("self_attn.o_proj", ("o",), "attention", heads * d, h),
+        Linear("mlp.gate_up_proj", ("gate", "up"), "mlp", h, 2 * i),
+        Linear("mlp.down_proj", ("down",), "mlp", i, h),
     )
     return Architecture(
         name=name, family=mt, hidden=h, layers=_req(cfg, "num_hidden_layers", where=name),
@@ -360,10 +386,10 @@ def _falcon(cfg: dict, name: str, mt: str) -> Architecture:
     bias = bool(cfg.get("bias", False))
     ffn = cfg.get("ffn_hidden_size") or 4 * h  # Falcon's FFN is 4 x hidden
     linears = (
-        Linear("query_key_value", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d, bias),
-        Linear("dense", ("o",), "attention", heads * d, h, bias),
-        Linear("dense_h_to_4h", ("up",), "mlp", h, ffn, bias),
-        Linear("dense_4h_to_h", ("down",), "mlp", ffn, h, bias),
+        Linear("self_attention.query_key_value", ("q", "k", "v"), "attention", h, (heads + 2 * kv) * d, bias),
+        Linear("self_attention.dense", ("o",), "attention", heads * d, h, bias),
+        Linear("mlp.dense_h_to_4h", ("up",), "mlp", h, ffn, bias),
+        Linear("mlp.dense_4h_to_h", ("down",), "mlp", ffn, h, bias),
     )
     norms = 2 if (new_arch or not cfg.get("parallel_attn", True)) else 1
     return Architecture(
@@ -380,10 +406,10 @@ def _gpt_neox(cfg: dict, name: str, mt: str) -> Architecture:
     heads = _req(cfg, "num_attention_heads", where=name)
     i = cfg.get("intermediate_size") or 4 * h
     linears = (
-        Linear("query_key_value", ("q", "k", "v"), "attention", h, 3 * h, True),
-        Linear("dense", ("o",), "attention", h, h, True),
-        Linear("dense_h_to_4h", ("up",), "mlp", h, i, True),
-        Linear("dense_4h_to_h", ("down",), "mlp", i, h, True),
+        Linear("attention.query_key_value", ("q", "k", "v"), "attention", h, 3 * h, True),
+        Linear("attention.dense", ("o",), "attention", h, h, True),
+        Linear("mlp.dense_h_to_4h", ("up",), "mlp", h, i, True),
+        Linear("mlp.dense_4h_to_h", ("down",), "mlp", i, h, True),
     )
     return Architecture(
         name=name, family=mt, hidden=h, layers=_req(cfg, "num_hidden_layers", where=name),
@@ -400,9 +426,9 @@ def _gpt2(cfg: dict, name: str, mt: str) -> Architecture:
     i = cfg.get("n_inner") or 4 * h
     positions = _req(cfg, "n_positions", "max_position_embeddings", where=name)
     linears = (
-        Linear("c_attn", ("q", "k", "v"), "attention", h, 3 * h, True),
+        Linear("attn.c_attn", ("q", "k", "v"), "attention", h, 3 * h, True),
         Linear("attn.c_proj", ("o",), "attention", h, h, True),
-        Linear("c_fc", ("up",), "mlp", h, i, True),
+        Linear("mlp.c_fc", ("up",), "mlp", h, i, True),
         Linear("mlp.c_proj", ("down",), "mlp", i, h, True),
     )
     return Architecture(

@@ -26,11 +26,22 @@ TARGET_ALIASES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "g
                   "up_proj": "up", "down_proj": "down", "query": "q", "key": "k", "value": "v"}
 
 
+def is_all_linear(targets: str) -> bool:
+    return targets.strip().lower() in ("all-linear", "all_linear", "all")
+
+
 def targeted_linears(arch: Architecture, targets: str) -> list[Linear]:
-    """Which linears of a layer get LoRA, for PEFT-style target strings."""
+    """Which linears of a layer get LoRA, for the recipe's target string.
+
+    `all-linear` is PEFT's own: every nn.Linear except the output head, plus the fused MoE tensors
+    PEFT adds for some families (`Linear.in_all_linear`). `attention` and `mlp` are the blocks
+    (the MoE router is not part of "mlp"). Generic names (q,k,v,o,gate,up,down) select by role,
+    so `q` finds a fused `qkv_proj`; any other name is the model's own (`c_attn`, `w1`, or a full
+    path such as `mlp.experts.gate_up_proj`).
+    """
     spec = targets.strip().lower()
-    if spec in ("all-linear", "all_linear", "all"):
-        return list(arch.linears)
+    if is_all_linear(spec):
+        return [lin for lin in arch.linears if lin.in_all_linear]
     if spec in ("attention", "attn"):
         return [lin for lin in arch.linears if lin.block == "attention"]
     if spec == "mlp":
@@ -38,9 +49,16 @@ def targeted_linears(arch: Architecture, targets: str) -> list[Linear]:
     wanted = {t.strip() for t in spec.split(",") if t.strip()}
     chosen, matched = [], set()
     for lin in arch.linears:
-        own = {lin.name.lower(), lin.name.lower().split(".")[-1]}
+        own = {lin.name.lower(), lin.leaf.lower()}
         roles = set(lin.generic)
-        hit = {w for w in wanted if w in own or TARGET_ALIASES.get(w, w) in roles}
+        hit = set()
+        for w in wanted:
+            role = TARGET_ALIASES.get(w, w)
+            if role in GENERIC_TARGETS:  # a role: never the router that happens to be called "gate"
+                if role in roles and "router" not in roles:
+                    hit.add(w)
+            elif w in own:
+                hit.add(w)
         if hit:
             chosen.append(lin)
             matched |= hit
@@ -74,8 +92,11 @@ def adapter_params(arch: Architecture, setup: TrainingSetup) -> int:
         return arch.total_params - arch.extra_params
     r = setup.lora_rank
     per_layer = 0
+    widen = is_all_linear(setup.lora_targets)
     for lin in targeted_linears(arch, setup.lora_targets):
-        per_layer += lin.count * r * (lin.in_features + lin.out_features)
+        # PEFT on a fused expert tensor: lora_A (rank x experts, in), lora_B (out, rank x experts).
+        rank = r * (lin.all_linear_rank if widen else 1)
+        per_layer += lin.count * rank * (lin.in_features + lin.out_features)
         if setup.adapter == "dora":
             per_layer += lin.count * lin.out_features  # magnitude vector
     return arch.layers * per_layer

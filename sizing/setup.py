@@ -44,9 +44,9 @@ class TrainingSetup:
     optimizer_in_backward: bool = False  # step each parameter as its gradient arrives (torchtune)
     activation_offload: bool = False  # saved activations kept in CPU memory (Unsloth, torchtune)
     double_quant: bool = True  # QLoRA: quantise the quantisation constants too (bnb default in recipes)
-    # LoRA dropout (ftplan's recipes default to 0.05): with p > 0 each adapted linear keeps its own
-    # dropout output and mask for the backward pass instead of sharing its input with its siblings.
-    lora_dropout: float = 0.05
+    # LoRA dropout (ftplan's recipes default to 0, as PEFT and TRL do): with p > 0 each adapted linear
+    # keeps its own dropout output and mask for the backward pass instead of sharing its input.
+    lora_dropout: float = 0.0
     # bitsandbytes before 0.43.2 (July 2024, PR #1270) saved every 4-bit linear's input for a weight
     # gradient it never computes; ftplan's `train` extra needs a later version.
     quant_saves_inputs: bool = False

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ftplan.recipes.backend import lora_targets, select_backend
+from ftplan.recipes.backend import select_backend
 from ftplan.recipes.checkpoints import last_complete, mark_complete
 from ftplan.recipes.events import EventWriter, read_events, validate_event
 from ftplan.recipes.launch import accelerate_config, training_command
@@ -23,13 +23,6 @@ from ftplan.sizing.errors import FtplanError
 def test_backend_selection_says_why(kw, name):
     b = select_backend(**kw)
     assert b.name == name and len(b.reason) > 10
-
-
-def test_lora_target_names():
-    assert lora_targets("all-linear") == "all-linear"
-    assert lora_targets("q,v") == ["q_proj", "v_proj"]
-    assert lora_targets("mlp") == ["gate_proj", "up_proj", "down_proj"]
-    assert lora_targets("c_attn,w1") == ["c_attn", "w1"]
 
 
 def test_events_reader_never_returns_a_half_written_line(tmp_path):

@@ -33,7 +33,7 @@ def test_tied_embeddings_have_no_separate_lm_head():
 
 def test_qwen1_intermediate_is_twice_one_projection():
     arch = resolve_model("qwen-7b").arch
-    widths = {lin.name: lin.out_features for lin in arch.linears}
+    widths = {lin.leaf: lin.out_features for lin in arch.linears}
     assert widths["w1"] == widths["w2"] == 22016 // 2
     assert widths["c_attn"] == 3 * 4096
 
@@ -41,11 +41,11 @@ def test_qwen1_intermediate_is_twice_one_projection():
 def test_falcon_kv_heads_and_ffn():
     f40 = resolve_model("falcon-40b").arch
     assert f40.kv_heads == 8 and f40.norms_per_layer == 2
-    qkv = next(lin for lin in f40.linears if lin.name == "query_key_value")
+    qkv = next(lin for lin in f40.linears if lin.leaf == "query_key_value")
     assert qkv.out_features == (128 + 2 * 8) * 64
     f7 = resolve_model("falcon-7b").arch
     assert f7.kv_heads == 1 and f7.norms_per_layer == 1
-    assert next(lin for lin in f7.linears if lin.name == "dense_h_to_4h").out_features == 4 * 4544
+    assert next(lin for lin in f7.linears if lin.leaf == "dense_h_to_4h").out_features == 4 * 4544
 
 
 def test_gemma_head_dim_differs_from_hidden_over_heads():

@@ -98,14 +98,14 @@ def test_dora_costs_more_than_lora():
     ("q_proj,down_proj", {"q_proj", "down_proj"}),
 ])
 def test_lora_target_specs(spec, names):
-    assert {lin.name for lin in targeted_linears(LLAMA8, spec)} == names
+    assert {lin.leaf for lin in targeted_linears(LLAMA8, spec)} == names
 
 
 def test_model_own_names_for_fused_modules():
     qwen1 = resolve_model("qwen-7b").arch
-    assert {lin.name for lin in targeted_linears(qwen1, "c_attn,w1,w2")} == {"c_attn", "w1", "w2"}
+    assert {lin.leaf for lin in targeted_linears(qwen1, "c_attn,w1,w2")} == {"c_attn", "w1", "w2"}
     # a generic name selects the fused module that contains it
-    assert {lin.name for lin in targeted_linears(qwen1, "q")} == {"c_attn"}
+    assert {lin.leaf for lin in targeted_linears(qwen1, "q")} == {"c_attn"}
 
 
 def test_unknown_target_lists_the_real_names():
@@ -184,7 +184,7 @@ def test_separate_lm_head_for_tied_checkpoints():
 
 
 def test_kbit_preparation_upcasts_the_unquantised_weights_and_the_residual_stream():
-    plain, prepared = mem(adapter="qlora"), mem(adapter="qlora", kbit_upcast=True)
+    plain, prepared = mem(adapter="qlora", lora_dropout=0.05), mem(adapter="qlora", lora_dropout=0.05, kbit_upcast=True)
     unquantised = LLAMA8.total_params - LLAMA8.linear_params
     assert prepared.components["weights"] - plain.components["weights"] == pytest.approx(2 * unquantised, rel=1e-6)
     assert prepared.components["activations"] > plain.components["activations"] * 1.5
