@@ -109,10 +109,11 @@ def run(req: RunRequest, ui: UI) -> int:
 
 def _check_inputs(recipe: Recipe, req: RunRequest) -> None:
     """Everything the run will read, checked before a job exists: data, eval data, golden set."""
-    from ftplan.recipes.data import check_data
+    from ftplan.recipes.data import check_data, check_eval_data
 
     if recipe.method.objective != "merge":
-        check_data(recipe)
+        fmt, _ = check_data(recipe)
+        check_eval_data(recipe, fmt)
     if recipe.eval.golden and not req.skip_eval:
         from ftplan.recipes.golden import load_golden
 

@@ -69,6 +69,8 @@ class MethodSection(_Strict):
     objective: Objective = "sft"
     adapter: Adapter = "lora"
     lora: LoraSection = Field(default_factory=LoraSection)
+    train_on_inputs: bool = Field(False, description="false: the loss falls on completions and assistant turns only; "
+                                  "true: on every token, prompts included")
     beta: float = Field(0.1, ge=0.0, description="DPO/KTO/SimPO beta; ORPO lambda; GRPO KL weight")
     simpo_gamma: float = Field(0.5, ge=0.0)
     rewards: list[str] = Field(default_factory=list, description="GRPO reward functions as module:function")

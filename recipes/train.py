@@ -101,10 +101,11 @@ def run(recipe_path: str, output: str | None, events_path: str | None, opts: Pro
     fmt = stats = None
     if recipe.method.objective != "merge":
         from . import preflight
-        from .data import check_data
+        from .data import check_data, check_eval_data
 
         preflight.check(recipe)
         fmt, stats = check_data(recipe)  # every line, before any heavy import
+        check_eval_data(recipe, fmt)
     if recipe.eval.golden and not opts.skip_eval:
         from .golden import file_sha256, load_golden
 
@@ -161,8 +162,11 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
     for note in notes:
         writer.emit("log", level="info", message=note)
     from .data import load_training_data
+    from .loss_mask import choose
 
-    train_ds, eval_ds = load_training_data(recipe, fmt)
+    mask = choose(recipe, fmt.key, getattr(tokenizer, "chat_template", None))
+    writer.emit("log", level="info", kind="loss_mask", mode=mask.mode, message=mask.reason)
+    train_ds, eval_ds = load_training_data(recipe, fmt, prepare=_row_preparer(recipe, fmt.key, tokenizer, mask))
     if recipe.method.objective == "distillation" and recipe.method.generate_with_teacher:
         from .distill import generate_with_teacher
 
@@ -172,7 +176,11 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
 
     callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes, opts.usd_per_hour,
                              stop_file=opts.stop_file, max_seconds=opts.max_seconds)
-    trainer = build_trainer(recipe, model, tokenizer, peft_cfg, train_ds, eval_ds, str(ckpt_root), cuda, [callback])
+    trainer = build_trainer(recipe, model, tokenizer, peft_cfg, train_ds, eval_ds, str(ckpt_root), cuda, [callback],
+                            mask=mask)
+    from .loss_mask import CountingCollator
+
+    counter = trainer.data_collator = CountingCollator(trainer.data_collator)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.monotonic() - started
     mem, metric = peak_memory()
@@ -182,7 +190,8 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
         "train_loss": getattr(result, "training_loss", None), "final_loss": callback.last_loss,
         "peak_memory_bytes": mem, "memory_metric": metric,
         "tokens_per_second": round(sum(tps) / len(tps), 1) if tps else None,
-        "tokens_seen": trainer.state.num_input_tokens_seen, "wall_seconds": round(wall, 2),
+        "tokens_seen": trainer.state.num_input_tokens_seen, "loss_tokens": counter.loss_tokens,
+        "batch_tokens": counter.tokens, "loss_mask": mask.mode, "wall_seconds": round(wall, 2),
         "usd": round(opts.usd_per_hour * wall / 3600, 4),
     }
     if stop.requested and stop.reason == "segment":
@@ -219,6 +228,29 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
         write_manifest(out, recipe, opts.plan, {**actuals, "status": status}, backend.__dict__)
     writer.emit("finished", status=status, output=str(target), **actuals)
     return 0
+
+
+def _row_preparer(recipe: Recipe, fmt_key: str, tokenizer, mask):
+    """Conversations for SFT-like objectives are tokenized here with their loss mask; other rows go to TRL as read."""
+    if fmt_key != "messages" or mask.mode not in ("all", "assistant_markers", "assistant_rendered"):
+        return None
+    from ftplan.sizing.errors import DataError
+
+    from .loss_mask import NotPrefixPreserving, tokenize_conversation
+
+    def prepare(rows: list[dict]) -> list[dict]:
+        out = []
+        for n, row in enumerate(rows, start=1):
+            try:
+                out.append(tokenize_conversation(tokenizer, row["messages"], mask,
+                                                 recipe.hyperparameters.max_seq_length))
+            except NotPrefixPreserving as exc:
+                raise DataError(f"record {n}: the chat template of {recipe.model} cannot show where the assistant "
+                                f"turns are ({exc}); set method.train_on_inputs: true, or give a template with "
+                                "{% generation %} markers.") from None
+        return out
+
+    return prepare
 
 
 def resume_point(own: Path, earlier: list[str], writer: EventWriter) -> Path | None:

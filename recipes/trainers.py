@@ -37,7 +37,7 @@ def common_args(recipe: Recipe, output_dir: str, cuda: bool, has_eval: bool) -> 
 
 
 def build_trainer(recipe: Recipe, model, tokenizer, peft_cfg, train_ds, eval_ds, output_dir: str, cuda: bool,
-                  callbacks: list):
+                  callbacks: list, mask=None):
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     m, hp = recipe.method, recipe.hyperparameters
     args = common_args(recipe, output_dir, cuda, eval_ds is not None)
@@ -47,7 +47,9 @@ def build_trainer(recipe: Recipe, model, tokenizer, peft_cfg, train_ds, eval_ds,
     if obj in ("sft", "continued-pretraining", "distillation"):
         from trl import SFTConfig, SFTTrainer
 
-        extra = {"completion_only_loss": None} if obj != "continued-pretraining" else {"completion_only_loss": False}
+        # The loss mask (recipes/loss_mask.py): prompt-completion through TRL's completion_only_loss; conversations
+        # arrive tokenized with their labels, which TRL takes as they are.
+        extra = {"completion_only_loss": bool(mask and mask.mode == "completion")}
         return SFTTrainer(args=SFTConfig(max_length=hp.max_seq_length, packing=hp.packing, **extra, **args), **kw)
     if obj == "dpo":
         from trl import DPOConfig, DPOTrainer

@@ -115,24 +115,11 @@ class TokenizerCounter:
         self.template_note = "" if template else "no chat template in tokenizer_config.json: ChatML assumed"
         self._template_src = template or CHATML
         self._specials = {k: _special(cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
-        self._template = None
 
     def _render(self, messages: list[dict]) -> str:
-        if self._template is None:
-            from datetime import datetime
+        from .chattemplate import render
 
-            from jinja2.exceptions import TemplateError
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-            def raise_exception(message):
-                raise TemplateError(message)
-
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=["jinja2.ext.loopcontrols"])
-            env.globals["raise_exception"] = raise_exception
-            env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-            self._template = env.from_string(self._template_src)
-        return self._template.render(messages=messages, add_generation_prompt=False, **self._specials)
+        return render(self._template_src, messages, **self._specials)
 
     def render_error(self, messages: list[dict]) -> str | None:
         """Why the chat template rejects these messages (None: it renders)."""
