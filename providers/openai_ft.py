@@ -122,12 +122,17 @@ class OpenAIClient(HTTPClient):
         return self.json("POST", f"/fine_tuning/jobs/{job_id}/cancel")
 
 
-def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, int]:
-    """OpenAI's JSONL for this objective (chat SFT, preference DPO, RFT prompts), checked first."""
+def prepare(source: str | Path, out_dir: Path, objective: str, split: str = "train",
+            minimum: int = MIN_EXAMPLES) -> tuple[Path, int]:
+    """OpenAI's JSONL for this objective (chat SFT, preference DPO, RFT prompts), checked first.
+
+    Chat messages go as they are, `weight` included: OpenAI trains on assistant messages whose weight is
+    1 (the default) and skips those with 0, which is how a conversation says which answers to learn.
+    """
     if objective not in METHODS:
         raise DataError(f"OpenAI fine-tunes with SFT, DPO and reinforcement fine-tuning (GRPO recipes); not "
                         f"{objective}. Run it with --provider local or together.")
-    _, word, records = iter_records(source)
+    _, word, records = iter_records(source, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"openai-{METHODS[objective]}.jsonl"
     problems, n = [], 0
@@ -160,16 +165,57 @@ def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, in
         path.unlink(missing_ok=True)
         raise DataError(f"{source}: not uploaded: " + "; ".join(problems[:5]) +
                         (f"; and {len(problems) - 5} more" if len(problems) > 5 else "") + ".")
-    if n < MIN_EXAMPLES:
+    if n < minimum:
         path.unlink(missing_ok=True)
-        raise DataError(f"{source}: {n} examples; OpenAI requires at least {MIN_EXAMPLES} (50+ recommended).")
+        raise DataError(f"{source}: {n} examples; OpenAI requires at least {minimum} (50+ recommended).")
     return path, n
 
 
-def job_body(recipe: Recipe, file_id: str, ftplan_job: str) -> dict:
+def _explicit(section) -> set[str]:
+    return set(section.model_fields_set)
+
+
+def unsupported(recipe: Recipe) -> list[str]:
+    """Recipe fields OpenAI cannot honour (it trains its own models its own way), with what to do instead."""
+    m, hp = recipe.method, recipe.hyperparameters
+    out = []
+    if m.train_on_inputs:
+        out.append("method.train_on_inputs: OpenAI trains on assistant messages only (a message's 'weight' 0 or 1 "
+                   "picks which); set train_on_inputs: false")
+    if m.adapter != "lora":
+        out.append(f"method.adapter {m.adapter}: OpenAI chooses how it trains its models; leave adapter at lora "
+                   "(recorded as managed)")
+    if _explicit(m.lora):
+        out.append(f"method.lora.{', method.lora.'.join(sorted(_explicit(m.lora)))}: OpenAI has no LoRA settings; "
+                   "remove them for --provider openai")
+    if "learning_rate" in _explicit(hp):
+        out.append("hyperparameters.learning_rate: OpenAI takes a multiplier of its own rate, not a rate; remove it, "
+                   "or set providers.openai.hyperparameters.learning_rate_multiplier")
+    fixed = sorted(_explicit(hp) & {"lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "max_seq_length",
+                                    "packing", "optimizer", "precision"})
+    if fixed:
+        out.append(f"hyperparameters.{', hyperparameters.'.join(fixed)}: OpenAI sets these itself; remove them for "
+                   "--provider openai (its batch size, epochs and learning-rate multiplier can be set)")
+    if hp.epochs != int(hp.epochs):
+        out.append(f"hyperparameters.epochs {hp.epochs:g}: OpenAI takes whole epochs; the nearest are "
+                   f"{max(1, int(hp.epochs))} and {int(hp.epochs) + 1}")
+    if hp.max_steps > 0:
+        out.append(f"hyperparameters.max_steps {hp.max_steps}: OpenAI counts epochs; remove max_steps")
+    if m.rpo_alpha is not None:
+        out.append("method.rpo_alpha: OpenAI's DPO has no NLL term; remove it")
+    if recipe.hardware.gpu or recipe.hardware.gpus:
+        out.append("hardware.gpu/gpus: OpenAI chooses the hardware; remove the hardware pins for --provider openai")
+    if recipe.output.merge or recipe.output.push_to_hub:
+        out.append("output.merge/push_to_hub: the model stays at OpenAI; remove them for --provider openai")
+    return out
+
+
+def job_body(recipe: Recipe, file_id: str, ftplan_job: str, validation_file: str | None = None) -> dict:
     m, hp = recipe.method, recipe.hyperparameters
     kind = METHODS[m.objective]
-    hyper: dict = {"n_epochs": max(1, math.ceil(hp.epochs))}
+    hyper: dict = {"n_epochs": max(1, int(hp.epochs))}
+    if {"batch_size", "gradient_accumulation"} & _explicit(hp):
+        hyper["batch_size"] = hp.batch_size * hp.gradient_accumulation  # examples per step, as locally
     extra = dict(recipe.providers.get("openai", {}))
     grader = extra.pop("grader", None)
     hyper.update(extra.pop("hyperparameters", {}))
@@ -182,8 +228,11 @@ def job_body(recipe: Recipe, file_id: str, ftplan_job: str) -> dict:
                               "(e.g. {type: string_check, name: exact, input: '{{sample.output_text}}', "
                               "reference: '{{item.answer}}', operation: eq}).")
         method[kind]["grader"] = grader
-    return {"model": recipe.model, "training_file": file_id, "suffix": f"ftplan-{ftplan_job}"[:64],
+    body = {"model": recipe.model, "training_file": file_id, "suffix": f"ftplan-{ftplan_job}"[:64],
             "seed": hp.seed, "metadata": {"ftplan_job": ftplan_job}, "method": method, **extra}
+    if validation_file:
+        body["validation_file"] = validation_file
+    return body
 
 
 def estimate_usd(book: PriceBook, model: str, tokens: int, epochs: int) -> float | None:
@@ -239,9 +288,24 @@ class OpenAIProvider:
         """The shutdown calendar, the key, OpenAI's format rules (checked here: a bad file is never uploaded)."""
         self.warning = calendar_check(load_prices(), recipe.model, today())  # raises after the cutoff
         api_key(OpenAIClient.env_key, OpenAIClient.provider, OpenAIClient.key_help)
+        refused = unsupported(recipe)
+        if refused:
+            raise FtplanError("OpenAI cannot run this recipe as written: " + "; ".join(refused) +
+                              ". Nothing was uploaded or charged.")
         job_body(recipe, "file-pending", "check")  # a GRPO recipe without a grader is refused here
         self._tmp = tempfile.TemporaryDirectory(prefix="ftplan-openai-")
-        self._prepared = prepare(recipe.data.path, Path(self._tmp.name), recipe.method.objective)
+        folder = Path(self._tmp.name)
+        self._prepared = prepare(recipe.data.path, folder, recipe.method.objective)
+        self._validation = None
+        if recipe.data.eval_path:
+            self._validation = prepare(recipe.data.eval_path, folder / "eval", recipe.method.objective,
+                                       split="validation", minimum=1)
+        elif recipe.data.eval_fraction:
+            from .together_data import split_off
+
+            (train, _, n), (val, _, k) = split_off((*self._prepared[:1], "chat", self._prepared[1]),
+                                                   recipe.data.eval_fraction, recipe.hyperparameters.seed, folder)
+            self._prepared, self._validation = (train, n), (val, k)
 
     def quote(self, recipe: Recipe, plan: dict | None) -> Quote:
         from ftplan.sizing.dataset import analyze
@@ -261,9 +325,10 @@ class OpenAIProvider:
         path, _ = self._prepared
         with self.client() as c:
             uploaded = c.upload(path)
-            remote = c.create_job(job_body(job.recipe, uploaded["id"], job.id))
-        return {"remote_job": remote["id"], "file_id": uploaded["id"], "objective": job.recipe.method.objective,
-                "adapter": "managed"}
+            validation = c.upload(self._validation[0])["id"] if self._validation else None
+            remote = c.create_job(job_body(job.recipe, uploaded["id"], job.id, validation))
+        return {"remote_job": remote["id"], "file_id": uploaded["id"], "validation_file": validation,
+                "objective": job.recipe.method.objective, "adapter": "managed"}
 
     def resume(self, job: Job, previous: Job, quote: Quote) -> dict:
         raise FtplanError("OpenAI's fine-tuning API cannot continue a job from its checkpoint; run the recipe without "

@@ -11,7 +11,7 @@ was lost. `poll()` turns Together's job status and events into ftplan events, on
 from __future__ import annotations
 
 import json
-import math
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +24,7 @@ from .archive import unpack
 from .base import Job, Quote
 from .http import HTTPClient, api_key
 from .remote import translate_remote
-from .together_data import prepare
+from .together_data import prepare, split_off
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 TERMINAL = {"completed": "completed", "cancelled": "cancelled", "error": "failed", "user_error": "failed"}
@@ -94,32 +94,94 @@ class TogetherClient(HTTPClient):
         return super().download("/finetune/download", dest, params={"ft_id": ft_id, "checkpoint": checkpoint})
 
 
-def job_body(recipe: Recipe, file_id: str, suffix: str) -> dict:
-    """The POST /fine-tunes body for a recipe (the wire format, not the SDK's keyword sugar)."""
+# HF scheduler -> Together's (lr_scheduler_type, lr_scheduler_args). Together has linear and cosine; a constant
+# rate is linear to min_lr_ratio 1.0. HF's cosine decays to 0 over half a cycle (the SDK's num_cycles default 0.5).
+SCHEDULERS = {"cosine": ("cosine", {"min_lr_ratio": 0.0, "num_cycles": 0.5}),
+              "linear": ("linear", {"min_lr_ratio": 0.0}),
+              "constant": ("linear", {"min_lr_ratio": 1.0}),
+              "constant_with_warmup": ("linear", {"min_lr_ratio": 1.0})}
+
+
+def effective_batch(recipe: Recipe) -> int:
+    """Together's batch_size: examples per optimizer step, as a local run takes them (micro x accumulation x GPUs)."""
+    hp = recipe.hyperparameters
+    return hp.batch_size * hp.gradient_accumulation * (recipe.hardware.gpus or 1)
+
+
+def module_names(recipe: Recipe) -> str:
+    """The recipe's LoRA targets as Together's lora_trainable_modules: 'all-linear' or the model's module names."""
+    from ftplan.sizing.memory import is_all_linear, targeted_linears
+
+    spec = recipe.method.lora.targets
+    if is_all_linear(spec):
+        return "all-linear"
+    from ftplan.recipes.preflight import architecture
+
+    arch = architecture(recipe)
+    if arch is None:
+        return ",".join(t.strip() for t in spec.split(",") if t.strip())
+    return ",".join(sorted({lin.leaf for lin in targeted_linears(arch, spec) if not lin.param}))
+
+
+def unsupported(recipe: Recipe) -> list[str]:
+    """Recipe fields Together cannot honour, each with the nearest setting it has (checked before any upload)."""
+    m, hp = recipe.method, recipe.hyperparameters
+    out = []
+    if m.adapter in ("qlora", "dora"):
+        out.append(f"method.adapter {m.adapter}: Together trains LoRA or full models; the nearest is lora")
+    if m.objective == "distillation" and m.generate_with_teacher:
+        out.append("method.generate_with_teacher: Together trains on the completions in the file; write them with "
+                   "the teacher first (ftplan run ... --provider local), or set generate_with_teacher: false")
+    if hp.epochs != int(hp.epochs):
+        out.append(f"hyperparameters.epochs {hp.epochs:g}: Together takes whole epochs; the nearest are "
+                   f"{max(1, int(hp.epochs))} and {int(hp.epochs) + 1}")
+    if hp.max_steps > 0:
+        out.append(f"hyperparameters.max_steps {hp.max_steps}: Together counts epochs, not steps; remove max_steps and "
+                   "set epochs")
+    if hp.optimizer != "adamw":
+        out.append(f"hyperparameters.optimizer {hp.optimizer}: Together chooses its own optimizer; use adamw")
+    if hp.precision != "bf16":
+        out.append(f"hyperparameters.precision {hp.precision}: Together trains in bf16; use bf16")
+    if recipe.hardware.gpu or recipe.hardware.gpus:
+        out.append("hardware.gpu/gpus: Together chooses the hardware; remove the hardware pins for --provider together")
+    if recipe.output.push_to_hub and not os.environ.get("HF_TOKEN"):
+        out.append("output.push_to_hub: Together pushes with your Hugging Face token; export HF_TOKEN=hf_...")
+    return out
+
+
+def job_body(recipe: Recipe, file_id: str, suffix: str, validation_file: str | None = None) -> dict:
+    """The POST /fine-tunes body for a recipe, field by field as Together's SDK builds it (create_finetune_request)."""
     m, hp = recipe.method, recipe.hyperparameters
     if m.objective in ("dpo", "simpo"):
         method = {"method": "dpo", "dpo_beta": m.beta}
         if m.objective == "simpo":
             method.update(simpo_gamma=m.simpo_gamma, dpo_reference_free=True, dpo_normalize_logratios_by_length=True)
+        if m.rpo_alpha is not None:
+            method["rpo_alpha"] = m.rpo_alpha
     else:
-        # The loss on completions only (the playbook's SFT). The published spec types this field boolean,
-        # though the docs also mention "auto"; a boolean satisfies both.
-        method = {"method": "sft", "train_on_inputs": False}
+        # Loss on completions and assistant turns unless the recipe trains on inputs too (same meaning locally).
+        method = {"method": "sft", "train_on_inputs": m.train_on_inputs}
     if m.adapter == "full":
         training_type = {"type": "Full"}
     else:
         training_type = {"type": "Lora", "lora_r": m.lora.rank, "lora_alpha": m.lora.effective_alpha,
-                         "lora_dropout": m.lora.dropout, "lora_trainable_modules": m.lora.targets}
+                         "lora_dropout": m.lora.dropout, "lora_trainable_modules": module_names(recipe)}
+    kind, args = SCHEDULERS[hp.lr_scheduler]
     body = {
-        "training_file": file_id, "model": recipe.model, "n_epochs": max(1, math.ceil(hp.epochs)),
-        "n_checkpoints": 1, "n_evals": 0, "learning_rate": hp.learning_rate,
-        "lr_scheduler": {"lr_scheduler_type": "linear" if hp.lr_scheduler == "linear" else "cosine",
-                         "lr_scheduler_args": {"min_lr_ratio": 0.0}},
-        "warmup_ratio": hp.warmup_ratio, "max_grad_norm": hp.max_grad_norm, "weight_decay": hp.weight_decay,
-        "random_seed": hp.seed, "suffix": suffix, "max_seq_length": hp.max_seq_length, "packing": hp.packing,
-        "batch_size": "max", "training_method": method, "training_type": training_type,
+        "training_file": file_id, "model": recipe.model, "n_epochs": max(1, int(hp.epochs)),
+        "n_checkpoints": recipe.checkpoint.keep, "n_evals": 0, "learning_rate": hp.learning_rate,
+        "lr_scheduler": {"lr_scheduler_type": kind, "lr_scheduler_args": dict(args)},
+        "warmup_ratio": 0.0 if hp.lr_scheduler == "constant" else hp.warmup_ratio,
+        "max_grad_norm": hp.max_grad_norm, "weight_decay": hp.weight_decay, "random_seed": hp.seed, "suffix": suffix,
+        "max_seq_length": hp.max_seq_length, "packing": hp.packing, "batch_size": effective_batch(recipe),
+        "training_method": method, "training_type": training_type,
     }
-    body.update(recipe.providers.get("together", {}))  # provider-only knobs (batch_size, n_checkpoints, wandb_*)
+    if validation_file:
+        # Local runs evaluate once an epoch (eval_strategy "epoch"); Together's n_evals spreads that many evals.
+        body.update(validation_file=validation_file, n_evals=body["n_epochs"])
+    if recipe.output.push_to_hub:
+        body.update(hf_output_repo_name=recipe.output.push_to_hub, hf_api_token=os.environ.get("HF_TOKEN", ""))
+    body.update(recipe.providers.get("together", {}))  # provider-only knobs (wandb_*, n_checkpoints, ...)
     return body
 
 
@@ -136,10 +198,23 @@ def limit_problems(recipe: Recipe, body: dict, limits: dict) -> list[str]:
             out.append(f"method.lora.rank {m.lora.rank} > the model's max_rank {section['max_rank']}")
         bs = body.get("batch_size")
         top = section.get("max_batch_size_dpo" if m.objective in ("dpo", "simpo") else "max_batch_size")
-        if isinstance(bs, int) and not section.get("min_batch_size", 1) <= bs <= (top or bs):
-            out.append(f"providers.together.batch_size {bs} outside {section.get('min_batch_size')}..{top}")
+        low = section.get("min_batch_size", 1)
+        if isinstance(bs, int) and not low <= bs <= (top or bs):
+            micro = recipe.hyperparameters.batch_size
+            out.append(f"the effective batch {bs} (hyperparameters.batch_size x gradient_accumulation) is outside "
+                       f"Together's {low}..{top} for this model; change gradient_accumulation to "
+                       f"{max(1, -(-low // micro))}..{max(1, top // micro)}")
+        allowed = section.get("target_modules")
+        names = body["training_type"].get("lora_trainable_modules", "all-linear")
+        if m.adapter != "full" and allowed and names != "all-linear":
+            unknown = [n for n in names.split(",") if n not in allowed]
+            if unknown:
+                out.append(f"method.lora.targets {m.lora.targets!r} means {', '.join(unknown)} on this model, which "
+                           f"Together cannot adapt; it offers {', '.join(allowed)}")
     if body["n_epochs"] > limits.get("max_num_epochs", body["n_epochs"]):
         out.append(f"hyperparameters.epochs {body['n_epochs']} > max_num_epochs {limits['max_num_epochs']}")
+    if body.get("n_evals", 0) > limits.get("max_num_evals", body.get("n_evals", 0)):
+        out.append(f"{body['n_evals']} evaluations > Together's max_num_evals {limits['max_num_evals']}")
     lr = body["learning_rate"]
     if not limits.get("min_learning_rate", lr) <= lr <= limits.get("max_learning_rate", lr):
         out.append(f"hyperparameters.learning_rate {lr:g} outside {limits['min_learning_rate']:g}.."
@@ -187,6 +262,7 @@ class TogetherProvider:
     def __init__(self, client: TogetherClient | None = None):
         self._client = client
         self._prepared: tuple[Path, str, int] | None = None
+        self._validation: tuple[Path, str, int] | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @contextmanager
@@ -201,10 +277,22 @@ class TogetherProvider:
     def check_ready(self, recipe: Recipe) -> None:
         """Key, Together's data rules (checked here, so a bad file never costs an upload), the model's limits."""
         api_key(TogetherClient.env_key, TogetherClient.provider, TogetherClient.key_help)
+        refused = unsupported(recipe)
+        if refused:
+            raise FtplanError("Together cannot run this recipe as written: " + "; ".join(refused) +
+                              ". Nothing was uploaded or charged.")
         self._tmp = tempfile.TemporaryDirectory(prefix="ftplan-together-")
-        self._prepared = prepare(recipe.data.path, Path(self._tmp.name), recipe.method.objective)
+        folder = Path(self._tmp.name)
+        train = prepare(recipe.data.path, folder, recipe.method.objective)
+        validation = None
+        if recipe.data.eval_path:
+            validation = prepare(recipe.data.eval_path, folder / "eval", recipe.method.objective, split="validation")
+        elif recipe.data.eval_fraction:
+            train, validation = split_off(train, recipe.data.eval_fraction, recipe.hyperparameters.seed, folder)
+        self._prepared, self._validation = train, validation
+        body = job_body(recipe, "file-pending", "ftplan-check", "file-pending" if validation else None)
         with self.client() as c:
-            problems = limit_problems(recipe, job_body(recipe, "file-pending", "ftplan-check"), c.limits(recipe.model))
+            problems = limit_problems(recipe, body, c.limits(recipe.model))
         if problems:
             raise FtplanError(f"outside Together's limits for {recipe.model}: " + "; ".join(problems) +
                               ". Change the recipe and run again; nothing was uploaded or charged.")
@@ -215,9 +303,10 @@ class TogetherProvider:
         ours = next((p["usd"] for p in (plan or {}).get("per_provider", []) if p["provider"] == "together"), None)
         with self.client() as c:
             uploaded = c.upload(path)
-            body = job_body(recipe, uploaded["id"], "ftplan-quote")
-            est = c.estimate_price({k: body[k] for k in ("training_file", "model", "n_epochs", "n_evals",
-                                                         "training_method", "training_type") if k in body})
+            validation = c.upload(self._validation[0])["id"] if self._validation else None
+            body = job_body(recipe, uploaded["id"], "ftplan-quote", validation)
+            est = c.estimate_price({k: body[k] for k in ("training_file", "validation_file", "model", "n_epochs",
+                                                         "n_evals", "training_method", "training_type") if k in body})
         usd = est.get("estimated_total_price")
         if est.get("allowed_to_proceed") is False:
             raise FtplanError(f"Together will not start this job: its quote ${usd:,.2f} is above your account's "
@@ -226,12 +315,16 @@ class TogetherProvider:
         lines = [f"uploaded {path.name} ({n:,} {kind} examples) as {uploaded['id']}",
                  f"price: Together quotes ${usd:,.2f} for {est.get('estimated_train_token_count', 0):,.0f} training "
                  f"tokens; ftplan estimated " + (f"${ours:,.2f}." if ours is not None else "n/a.")]
+        if validation:
+            lines.append(f"validation: {self._validation[2]:,} examples as {validation}, evaluated "
+                         f"{body['n_evals']} time(s)")
         return Quote(usd, "Together's quote (POST /fine-tunes/estimate-price)", 0.0, None, lines,
-                     state={"file_id": uploaded["id"], "estimated_usd": usd, "ftplan_usd": ours,
-                            "train_tokens": est.get("estimated_train_token_count")})
+                     state={"file_id": uploaded["id"], "validation_file": validation, "estimated_usd": usd,
+                            "ftplan_usd": ours, "train_tokens": est.get("estimated_train_token_count")})
 
     def submit(self, job: Job, quote: Quote) -> dict:
-        return self._create(job, job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}"))
+        return self._create(job, job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}",
+                                          job.state.get("validation_file")))
 
     def resume(self, job: Job, previous: Job, quote: Quote) -> dict:
         """Continue from the previous job's newest checkpoint (`from_checkpoint`), never a silent fresh start."""
@@ -247,7 +340,7 @@ class TogetherProvider:
         newest = max(saved, key=lambda x: (x.get("step") or 0, str(x.get("created_at"))))
         intermediate = "intermediate" in str(newest.get("checkpoint_type", "")).lower()
         ref = f"{ft_id}:{newest['step']}" if intermediate else ft_id  # the SDK's naming (_parse_raw_checkpoints)
-        body = job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}")
+        body = job_body(job.recipe, job.state["file_id"], f"ftplan-{job.id}", job.state.get("validation_file"))
         # The SDK sends either a model or a checkpoint, never both (create_finetune_request: "You must specify
         # either a model or a checkpoint to start a job from, not both").
         body.pop("model", None)
@@ -272,10 +365,13 @@ class TogetherProvider:
                                              "type": x.get("checkpoint_type")} for x in c.checkpoints(ft_id)]
 
         def final(remote: dict, state: dict) -> dict:
+            # What Together charged, as it reports it (a cancelled job's too); the pre-job quote stays beside it.
             price = remote.get("total_price")
-            usd = price / NANODOLLARS if isinstance(price, (int, float)) and price else state.get("estimated_usd")
-            return {"usd": usd, "usd_source": "Together's total_price" if price else "Together's quote",
-                    "token_count": remote.get("token_count"), "output": remote.get("model_output_name")}
+            reported = isinstance(price, (int, float))
+            return {"usd": price / NANODOLLARS if reported else None,
+                    "usd_source": "Together's total_price" if reported else "not reported by Together",
+                    "quoted_usd": state.get("estimated_usd"), "token_count": remote.get("token_count"),
+                    "output": remote.get("model_output_name")}
 
         return translate_remote(job, remote, events, backend="together", reason="Together AI managed fine-tuning",
                                 key=_event_key, translate=translate, terminal=TERMINAL, final_fields=final,

@@ -67,12 +67,26 @@ def convert(key: str, rec: dict) -> tuple[dict, str | None]:
     return out, problem
 
 
-def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, str, int]:
+def split_off(prepared: tuple[Path, str, int], fraction: float, seed: int, folder: Path):
+    """data.eval_fraction for Together: the same share of examples held out, chosen by the recipe's seed."""
+    import random
+
+    path, kind, n = prepared
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    held = set(random.Random(seed).sample(range(len(lines)), max(1, round(fraction * len(lines)))))
+    train = folder / f"{path.stem}-train.jsonl"
+    val = folder / f"{path.stem}-validation.jsonl"
+    train.write_text("".join(x for i, x in enumerate(lines) if i not in held), encoding="utf-8")
+    val.write_text("".join(x for i, x in enumerate(lines) if i in held), encoding="utf-8")
+    return (train, kind, n - len(held)), (val, kind, len(held))
+
+
+def prepare(source: str | Path, out_dir: Path, objective: str, split: str = "train") -> tuple[Path, str, int]:
     """Write Together's JSONL for `source`; returns (path, Together format name, examples)."""
-    if objective in ("kto", "grpo", "orpo", "continued-pretraining", "merge"):
+    if objective in ("kto", "grpo", "orpo", "merge"):
         raise DataError(f"Together fine-tunes with SFT and DPO (SimPO via DPO's gamma); {objective} runs locally or "
                         "on Modal instead (--provider local|modal).")
-    _, word, records = iter_records(source)
+    _, word, records = iter_records(source, split)
     problems: list[str] = []
     fmt_key = None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +131,9 @@ def prepare(source: str | Path, out_dir: Path, objective: str) -> tuple[Path, st
         raise DataError(f"{source}: {objective} on Together needs preference pairs; the file is {kind}.")
     if objective not in ("dpo", "simpo") and kind == "preference":
         raise DataError(f"{source}: preference pairs train with dpo or simpo; the recipe says {objective}.")
+    if objective == "continued-pretraining" and kind != "generic":
+        raise DataError(f"{source}: continued pretraining on Together trains on raw text (its generic format); the "
+                        f"file is {kind}.")
     final = out_dir / f"together-{h.hexdigest()[:12]}.jsonl"
     tmp.replace(final)
     if final.stat().st_size > MAX_BYTES:

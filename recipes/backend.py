@@ -45,6 +45,24 @@ def select_backend(adapter: str, objective: str, *, cuda: bool, unsloth_installe
                    "checkpointing")
 
 
+def unsloth_patch_summary(model) -> str:
+    """What Unsloth actually patched: its patch_peft_model swaps a layer's apply_qkv / apply_o / MLP forward for
+    its fused LoRA functions (apply_lora_qkv, apply_lora_o, apply_lora_mlp_*) only where the layer qualifies."""
+    counts = {"qkv": 0, "o": 0, "mlp": 0}
+    layers = 0
+    for module in model.modules():
+        attn, mlp = getattr(module, "self_attn", None), getattr(module, "mlp", None)
+        if attn is None or mlp is None:
+            continue
+        layers += 1
+        for key, fn in (("qkv", getattr(attn, "apply_qkv", None)), ("o", getattr(attn, "apply_o", None)),
+                        ("mlp", getattr(mlp, "forward", None))):
+            if "lora" in getattr(fn, "__name__", ""):
+                counts[key] += 1
+    return (f"Unsloth patched {counts['qkv']} QKV, {counts['o']} O and {counts['mlp']} MLP of {layers} layers with "
+            "its fused LoRA kernels" + ("" if min(counts.values()) == layers else "; the others run as plain PEFT"))
+
+
 def model_architecture(model: str):
     """The planner's reading of the model's config.json (catalog id, local folder or Hub id), or None."""
     from ftplan.sizing.architecture import from_config
@@ -139,6 +157,7 @@ def load_model(recipe: Recipe, backend: Backend, cuda: bool):
         model = FastLanguageModel.get_peft_model(
             model, r=lo.rank, lora_alpha=lo.effective_alpha, lora_dropout=lo.dropout, target_modules=leaves,
             use_gradient_checkpointing="unsloth" if recipe.hyperparameters.gradient_checkpointing else False)
+        model.ftplan_patch_summary = unsloth_patch_summary(model)
         return model, None
     from transformers import AutoModelForCausalLM
 

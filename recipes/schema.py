@@ -73,6 +73,7 @@ class MethodSection(_Strict):
                                   "true: on every token, prompts included")
     beta: float = Field(0.1, ge=0.0, description="DPO/KTO/SimPO beta; ORPO lambda; GRPO KL weight")
     simpo_gamma: float = Field(0.5, ge=0.0)
+    rpo_alpha: float | None = Field(None, ge=0.0, description="DPO: weight of an NLL term on the chosen answers (RPO)")
     rewards: list[str] = Field(default_factory=list, description="GRPO reward functions as module:function")
     num_generations: int = Field(8, ge=2)
     max_completion_length: int = Field(256, ge=1)
@@ -89,6 +90,8 @@ class MethodSection(_Strict):
             raise ValueError("objective merge needs a 'merge' section with the adapters to combine")
         if self.objective == "distillation" and self.generate_with_teacher and not self.teacher:
             raise ValueError("generate_with_teacher needs 'teacher': the model that writes the outputs")
+        if self.rpo_alpha is not None and self.objective != "dpo":
+            raise ValueError("rpo_alpha adds an NLL term to DPO's loss; it applies to objective dpo only")
         return self
 
 

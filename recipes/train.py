@@ -172,6 +172,8 @@ def _train(recipe: Recipe, out: Path, writer: EventWriter, fmt, stats, stop, sta
 
         train_ds = generate_with_teacher(recipe, train_ds, fmt.key, writer.emit)
     model, peft_cfg = load_model(recipe, backend, cuda)
+    if getattr(model, "ftplan_patch_summary", None):
+        writer.emit("log", level="info", kind="backend", message=model.ftplan_patch_summary)
     from .trainers import build_trainer
 
     callback = EventCallback(writer, stop, recipe.checkpoint.every_minutes, opts.usd_per_hour,

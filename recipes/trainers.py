@@ -54,8 +54,10 @@ def build_trainer(recipe: Recipe, model, tokenizer, peft_cfg, train_ds, eval_ds,
     if obj == "dpo":
         from trl import DPOConfig, DPOTrainer
 
+        # RPO (DPO + alpha x NLL on the chosen answer) is TRL's loss_type ["sigmoid", "sft"] with weights [1, alpha].
+        rpo = {} if m.rpo_alpha is None else {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, m.rpo_alpha]}
         return DPOTrainer(args=DPOConfig(max_length=hp.max_seq_length, beta=m.beta,
-                                         precompute_ref_log_probs=m.precompute_ref, **args), **kw)
+                                         precompute_ref_log_probs=m.precompute_ref, **rpo, **args), **kw)
     if obj == "simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 

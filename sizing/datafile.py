@@ -107,14 +107,33 @@ def _csv_value(value: str | None):
     return value
 
 
+def _bad_utf8(row: dict) -> str | None:
+    """The first cell holding bytes that are not UTF-8 (read with surrogateescape, they show as lone surrogates)."""
+    for key, value in row.items():
+        for text in (key, value):
+            if isinstance(text, str):
+                bad = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
+                if bad is not None:
+                    column = key.encode("utf-8", "replace").decode()
+                    return f"column {column!r} holds byte 0x{ord(bad) - 0xDC00:02x}, which is not UTF-8 (re-save " \
+                           "the file as UTF-8)"
+    return None
+
+
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+    # surrogateescape keeps bytes that are not UTF-8 visible, so they are reported with their line instead of
+    # being replaced here and failing (or silently training on U+FFFD) later.
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames:
             raise DataError(f"{path}: the CSV file has no header row; the first row must name the columns.")
         for row in reader:
             if None in row:
                 yield reader.line_num, BadRecord("more cells than the header has columns")
+                continue
+            bad = _bad_utf8(row)
+            if bad:
+                yield reader.line_num, BadRecord(bad)
                 continue
             yield reader.line_num, {k: _csv_value(v) for k, v in row.items()}
 

@@ -211,6 +211,8 @@ def test_detached_job_is_cancelled(server, env, tmp_path):
     assert "cancelled" in out.output, out.output
     assert server.state.jobs[job["provider_ids"]["ft_id"]]["status"] == "cancelled"
     assert server.state.created == 1
+    actuals = job_of(env)["actuals"]
+    assert actuals["usd"] == 0 and actuals["quoted_usd"] > 0  # what Together charged, not the quote
 
 
 def test_resume_continues_from_togethers_checkpoint_as_a_new_job(server, env, tmp_path):
