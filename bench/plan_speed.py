@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ftplan.sizing.catalog import resolve_model
 from ftplan.sizing.dataformat import BY_KEY
-from ftplan.sizing.dataset import analyze
+from ftplan.sizing.dataset import PADDING_BATCHES, _padded, analyze
 from ftplan.sizing.method import recommend
 from ftplan.sizing.plan import Workload, search
 from ftplan.sizing.prices import load_prices
@@ -31,7 +32,12 @@ def time_search(model: str, runs: int = 20) -> tuple[float, int]:
     book = load_prices()
     choice = recommend(BY_KEY["messages"], examples=50_000, tokens=25_000_000, model_id=src.model_id,
                        params=src.arch.total_params)
-    work = Workload(25_000_000, 25_000_000, choice.epochs, choice.objective, 2048)
+    # 50,000 chats of ~500 tokens (log-normal lengths): the search weighs packing against padding too
+    rng = random.Random(0)
+    lengths = sorted(min(2048, max(8, int(rng.lognormvariate(6.0, 0.6)))) for _ in range(50_000))
+    padded = {b: _padded(lengths, b, 2048) for b in PADDING_BATCHES}
+    work = Workload(padded[1], sum(lengths), choice.epochs, choice.objective, 2048, padded_by_batch=padded,
+                    sequences=len(lengths), seq_len=2048, longest=lengths[-1], mean_length=sum(lengths) / len(lengths))
     times = []
     for _ in range(runs):
         t = time.perf_counter()

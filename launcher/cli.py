@@ -7,6 +7,8 @@ User errors (`FtplanError`) become one paragraph on stderr and exit code 2, here
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -60,8 +62,12 @@ def _setup_options(f):
                      help="adamw | adamw_8bit | paged_adamw_8bit | paged_adamw_32bit | sgd"),
         click.option("--precision", default="bf16", show_default=True, help="bf16 | fp16 | fp32 | mixed"),
         click.option("--attention", default="flash", show_default=True, help="flash | sdpa | eager"),
+        click.option("--trainer", default=None, help="The program that runs the step: trl (TRL + PEFT, eager) | "
+                     "unsloth | compiled (torch.compile'd, torchtune-like) | eager (native, no compile)  [default: "
+                     "what ftplan's own program uses there: Unsloth on one GPU for LoRA/QLoRA, TRL + PEFT otherwise]"),
         click.option("--loss", default="standard", show_default=True,
-                     help="standard (fp32 logits) | chunked | fused (Unsloth/Liger)"),
+                     help="standard (fp32 logits) | chunked | fused (Unsloth / Cut Cross Entropy) | liger (Liger's "
+                     "fused linear cross-entropy); --trainer sets it unless given"),
         click.option("--gpu", default=None, help="GPU name (H100, A100-80GB, L4, RTX-4090, ...). Default H100; with "
                      "DATA: only search this GPU."),
         click.option("--gpus", default=None, type=int, help="GPUs in the job [default: 1; with DATA: search 1-8 "
@@ -84,7 +90,9 @@ def _setup_options(f):
         click.option("--tokenizer", default=None, help="tokenizer.json (or its folder) for exact token counts."),
         click.option("--count-all", "count_all", is_flag=True,
                      help="Tokenize every sequence (default: the first 50k, then 1 in 20, the rest fitted)."),
-        _bool_flag("packing", False, "Pack sequences (no padding); TRL's default is off."),
+        click.option("--packing/--no-packing", default=None,
+                     help="Pack sequences (TRL's padding-free packing) or not  [default: the planner decides: packed "
+                     "where the data is short]"),
         click.option("--split", default="train", show_default=True, help="Split of a Hub dataset id."),
         click.option("--group-size", "group_size", default=8, show_default=True, type=int,
                      help="GRPO completions per prompt."),
@@ -108,11 +116,31 @@ def _setup_options(f):
     return f
 
 
-def _training_setup(o: dict):
-    from ftplan.sizing.setup import TrainingSetup
+# CLI option -> the setup field it pins when given on the command line (the planner searches the others).
+PINNABLE = {"batch_size": "micro_batch_size", "grad_accum": "grad_accum", "gradient_checkpointing":
+            "gradient_checkpointing", "distributed": "distributed", "trainer": "trainer", "loss": "loss",
+            "optimizer": "optimizer", "activation_offload": "activation_offload", "packing": "packing"}
 
+
+def _pinned() -> frozenset[str]:
+    """Setup fields the user set on the command line (click knows a default from a typed value)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return frozenset(field for opt, field in PINNABLE.items()
+                     if ctx.get_parameter_source(opt) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
+
+
+def _training_setup(o: dict, *, single: bool = False):
+    """The setup the flags describe. `single` (estimate without data): the trainer ftplan would run it with."""
+    from ftplan.sizing.setup import TRAINERS, TrainingSetup
+    from ftplan.sizing.trainers import apply_trainer, default_trainer
+
+    trainer = (o.get("trainer") or "").lower() or None
+    if trainer and trainer not in TRAINERS:
+        raise FtplanError(f"--trainer {trainer!r} is not one of: {', '.join(TRAINERS)}.")
     rank = 16 if o["lora_rank"] is None else o["lora_rank"]
-    return TrainingSetup(
+    setup = TrainingSetup(
         adapter=(o["adapter"] or "lora").lower(), lora_rank=rank,
         lora_alpha=2 * rank if o["lora_alpha"] is None else o["lora_alpha"],
         lora_targets=o["lora_targets"], lora_dropout=o["lora_dropout"], seq_len=o["seq_len"],
@@ -122,7 +150,10 @@ def _training_setup(o: dict):
         gpus=o["gpus"] or 1, distributed=o["distributed"].lower(), cpu_offload=o["cpu_offload"],
         loss=o["loss"].lower(), optimizer_in_backward=o["optimizer_in_backward"],
         activation_offload=o["activation_offload"],
-    )
+    ).validate()
+    if trainer or single:
+        setup = apply_trainer(setup, trainer or default_trainer(setup), keep=_pinned() - {"trainer"})
+    return setup
 
 
 def _speed_corrections() -> dict:
@@ -157,10 +188,11 @@ def _plan(data: str, o: dict):
             raise FtplanError(f"--provider {p!r} is not known; choose from {', '.join(sorted(known))}.")
     local = local_box(o["local"], book, o["electricity"], o["card_price"], o["card_hours"])
     setup = _training_setup(o)
+    pinned = _pinned()
     return plan_for_data(
         data, o["model"], setup=setup, method=o["method"], adapter=o["adapter"], lora_rank=o["lora_rank"],
         lora_alpha=o["lora_alpha"], epochs=o["epochs"], verifier=o["verifier"], tokenizer=o["tokenizer"],
-        packing=o["packing"], gpus={get_gpu(o["gpu"]).name} if o["gpu"] else None,
+        packing=o["packing"], pinned=pinned - {"packing"}, gpus={get_gpu(o["gpu"]).name} if o["gpu"] else None,
         counts={o["gpus"]} if o["gpus"] else None, providers=providers, local=local, prices=book,
         region=o["region"], max_cost=o["max_cost"], max_hours=o["max_hours"], group_size=o["group_size"],
         completion_len=o["completion_len"], split=o["split"], count_all=o["count_all"],
@@ -218,7 +250,8 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
     if not o["model"] and not o["params"]:
         raise FtplanError("give --model (e.g. --model llama-3.1-8b, or a folder with config.json) or --params 7B, "
                           "and a data file to plan from it.")
-    result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o), gpu=o["gpu"], tokens=tokens,
+    result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o, single=True), gpu=o["gpu"],
+                          tokens=tokens,
                           speed_corrections=_speed_corrections())
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -337,7 +370,7 @@ def gpus(as_json: bool) -> None:
 
     from ftplan.sizing.gpus import all_gpus
 
-    rows = [asdict(g) for g in all_gpus()]
+    rows = [dict(asdict(g), memory_gib=round(g.memory_gib, 2), memory_bytes=g.memory_bytes) for g in all_gpus()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -345,10 +378,10 @@ def gpus(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title="GPU specs")
-    for col in ("name", "memory GiB", "BF16 TFLOP/s", "GB/s", "W", "link", "as of", "source"):
+    for col in ("name", "memory MiB (nvidia-smi)", "BF16 TFLOP/s", "GB/s", "W", "link", "as of", "source"):
         table.add_column(col)
     for g in rows:
-        table.add_row(g["name"], f"{g['memory_gib']:g}", f"{g['bf16_tflops']:g}", f"{g['bandwidth_gbs']:g}",
+        table.add_row(g["name"], f"{g['memory_mib']:,}", f"{g['bf16_tflops']:g}", f"{g['bandwidth_gbs']:g}",
                       f"{g['power_w']:g}", f"{g['interconnect']} {g['interconnect_gbs']:g}", g["as_of"],
                       g["source"][:60])
     Console().print(table)
@@ -364,24 +397,93 @@ def _presets() -> dict[str, str]:
     return {f.name[:-5]: f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".yaml")}
 
 
+PRESET_FOR = {("sft", "lora"): "lora-sft", ("sft", "qlora"): "qlora-sft", ("sft", "dora"): "dora-sft",
+              ("sft", "full"): "full-sft"}
+
+
 @cli.command()
 @click.argument("method", required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
-def init(method, output) -> None:
-    """Write a commented recipe preset for METHOD (lora-sft, dpo, grpo, merge, ...)."""
+@click.option("--from", "from_plan", type=click.Path(dir_okay=False),
+              help="A plan (`ftplan estimate DATA --json > plan.json`): the recipe takes its model, data, method and "
+              "the cheapest GPU plan's setup, so the run is the plan.")
+def init(method, output, from_plan) -> None:
+    """Write a commented recipe preset for METHOD (lora-sft, dpo, grpo, merge, ...), or one made from a plan."""
     presets = _presets()
+    plan = _read_plan(from_plan) if from_plan else None
+    if plan and not method:
+        m = plan["method"]
+        adapter = (plan["chosen"] or {}).get("adapter") or m["adapters"][0]
+        method = PRESET_FOR.get((m["objective"], adapter), m["objective"])
     if not method or method not in presets:
         known = ", ".join(sorted(presets))
         raise FtplanError(f"give a method: {known}." if not method else
                           f"no preset {method!r}; choose one of {known}.")
+    text = presets[method]
+    if plan:
+        text = _recipe_from_plan(text, plan, from_plan, Path(output).parent if output else None)
     if output:
         path = Path(output)
         if path.exists():
             raise FtplanError(f"{path} exists; pick another name or delete it first.")
-        path.write_text(presets[method], encoding="utf-8")
-        click.echo(f"wrote {path}: edit model and data, then `ftplan plan {path}`", err=True)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}: edit model and data, then `ftplan plan {path}`" if not plan else
+                   f"wrote {path} from {from_plan}: `ftplan plan {path}` shows the same plan; "
+                   f"`ftplan run {path} --provider ...` runs it", err=True)
     else:
-        click.echo(presets[method], nl=False)
+        click.echo(text, nl=False)
+
+
+def _read_plan(path: str) -> dict:
+    """The plan JSON `ftplan estimate DATA --json` writes, with the GPU plan a recipe can carry."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FtplanError(f"--from {path}: cannot read it ({exc.strerror or exc}).") from None
+    except ValueError as exc:
+        raise FtplanError(f"--from {path}: not JSON ({exc}). Write one with `ftplan estimate DATA --model M --json "
+                          f"> {path}`.") from None
+    if not isinstance(data, dict) or not {"model", "dataset", "method", "plans"} <= set(data):
+        raise FtplanError(f"--from {path}: not a plan from `ftplan estimate DATA --json` (it needs model, dataset, "
+                          "method and plans).")
+    gpu_plans = [p for p in data["plans"] if p.get("setup")]
+    cheapest = data.get("cheapest") if (data.get("cheapest") or {}).get("setup") else None
+    data["chosen"] = cheapest or (gpu_plans[0] if gpu_plans else None)
+    return data
+
+
+def _recipe_from_plan(text: str, plan: dict, source: str, folder: Path | None) -> str:
+    """The preset filled from the plan; a data file is written relative to the recipe's folder (or absolute)."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from ftplan.launcher.recipeplan import plan_fields
+    from ftplan.recipes.rewrite import set_fields
+    from ftplan.recipes.schema import parse_recipe
+
+    m = plan["method"]
+    fields = {("hyperparameters", "epochs"): m["epochs"], ("hyperparameters", "learning_rate"): m["learning_rate"],
+              ("hyperparameters", "max_seq_length"): plan["dataset"]["seq_len"]}
+    chosen = plan["chosen"]
+    if chosen is None:
+        raise FtplanError(f"--from {source}: the plan has no GPU plan that fits with margin, so there is no setup to "
+                          "write; plan again with --adapter qlora, a shorter --seq-len or more --gpus.")
+    fields.update(plan_fields(SimpleNamespace(setup=chosen["setup"], gpu=chosen["gpu"], count=chosen["count"])))
+    text = set_fields(text, fields)
+    # top-level scalars, the data path and the LoRA rank/alpha (one level down under method.lora)
+    data = plan["dataset"]["source"]
+    if Path(data).is_file():
+        data = os.path.relpath(Path(data).resolve(), folder.resolve()) if folder else str(Path(data).resolve())
+    for key, value in (("model", plan["model"]["id"]), ("path", data),
+                       ("rank", m["lora_rank"]), ("alpha", m["lora_alpha"])):
+        text = re.sub(rf"(?m)^(\s*{key}:)[ \t]*[^#\n]*?([ \t]*(#.*)?)$",
+                      lambda mm, v=value: f"{mm.group(1)} {v}{mm.group(2)}", text, count=1)
+    header = (f"# from {source}: {chosen['label']} {chosen['count']} x {chosen['gpu']}, ${chosen['usd']:,.2f}, "
+              f"{chosen['hours']:,.2f} h as planned\n")
+    text = header + text
+    parse_recipe(yaml.safe_load(text), source)
+    return text
 
 
 @cli.command()
@@ -389,12 +491,17 @@ def init(method, output) -> None:
 @click.option("--local", "local", default=None, help="Your box, e.g. RTX-4090:2 [default: nvidia-smi].")
 @click.option("--electricity", type=float, default=None, help="USD per kWh for the local box.")
 @click.option("--prices", "prices_file", default=None, help="TOML file of price rows.")
+@click.option("--provider", "providers", multiple=True, help="Only these providers (repeatable).")
+@click.option("--write", is_flag=True, help="Let the planner choose micro-batch, accumulation, packing, checkpointing, "
+              "optimizer and hardware, and write the cheapest plan's setup into RECIPE (comments kept).")
+@click.option("--keep", multiple=True, help="With --write: a hyperparameter the planner must not change (repeatable): "
+              "batch_size, gradient_accumulation, packing, gradient_checkpointing, optimizer.")
 @click.option("--top", default=10, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True)
-def plan(recipe, local, electricity, prices_file, top, as_json) -> None:
-    """The estimate for a recipe: the same plan `ftplan estimate DATA` gives with the recipe's settings."""
+def plan(recipe, local, electricity, prices_file, providers, write, keep, top, as_json) -> None:
+    """The estimate for a recipe as written (its setup pinned); --write lets the planner choose it and saves it."""
     from ftplan.launcher.localgpu import local_box
-    from ftplan.launcher.recipeplan import recipe_plan
+    from ftplan.launcher.recipeplan import recipe_plan, write_plan
     from ftplan.recipes.schema import load_recipe
     from ftplan.sizing.prices import load_prices
 
@@ -402,14 +509,23 @@ def plan(recipe, local, electricity, prices_file, top, as_json) -> None:
     if r.method.objective == "merge":
         raise FtplanError(f"{recipe}: a merge recipe trains nothing; it runs in minutes on a CPU (ftplan run "
                           f"{recipe} --provider local).")
+    if keep and not write:
+        raise FtplanError("--keep only means something with --write (the plan of a recipe as written pins all of it).")
     book = load_prices(prices_file)
-    result = recipe_plan(r, local_box(local, book, electricity, None, None), book).to_dict()
+    result = recipe_plan(r, local_box(local, book, electricity, None, None), book, search=write,
+                         keep=frozenset(keep), providers={p.lower() for p in providers} or None)
+    summary = None
+    if write:
+        summary = write_plan(recipe, next((p for p in result.plans if p.setup), None))
+    out = result.to_dict()
     if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    from ftplan.launcher.plan_render import print_plan
+        click.echo(json.dumps(out, indent=2))
+    else:
+        from ftplan.launcher.plan_render import print_plan
 
-    print_plan(result, top=top)
+        print_plan(out, top=top)
+    if summary:
+        click.echo(summary, err=True)
 
 
 from . import cli_runs  # noqa: E402,F401  (registers run, jobs, status, logs, cancel, pull, eval)

@@ -14,7 +14,6 @@ open this file; the planner never does (its speed corrections live in `speedlog`
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -23,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ftplan.sizing.errors import FtplanError
+
+from .home import default_home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,15 +63,6 @@ ANNOTATIONS = frozenset({"eval", "outputs"})
 
 class FinalRecordError(FtplanError):
     """An attempt to rewrite a job whose record is final."""
-
-
-def default_home() -> Path:
-    env = os.environ.get("FTPLAN_HOME")
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("ftplan", appauthor=False))
 
 
 def default_path() -> Path:

@@ -6,6 +6,7 @@ A side effect (running nvidia-smi), so it lives here at the edge; the planner re
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -70,4 +71,5 @@ def local_box(spec: str | None, book: PriceBook, electricity: float | None, card
             raise FtplanError(f"{name} {value:g} is impossible: give a number >= 0.")
     cfg = book.local
     return LocalBox(found[0], found[1], electricity if electricity is not None else cfg["electricity_usd_per_kwh"],
-                    cfg["power_fraction"], card_price, card_hours or cfg["lifetime_hours"], detected=spec is None)
+                    cfg["power_fraction"], card_price, card_hours or cfg["lifetime_hours"], detected=spec is None,
+                    unsloth=importlib.util.find_spec("unsloth") is not None)  # the program uses it when present

@@ -14,6 +14,7 @@ LABELS = {
     "activations": "activations",
     "logits": "logits + loss",
     "buffers": "transient buffers",
+    "optimizer_step": "optimizer step temporaries",
     "allocator_overhead": "allocator overhead",
     "cuda_context": "CUDA context",
 }
@@ -46,15 +47,22 @@ def print_estimate(est: dict, console: Console | None = None) -> None:
         table.add_row(f"[dim]{key} (CPU / paged)[/]", f"[dim]{_gib(value)}[/]")
     console.print(table)
     cap = hw["memory_bytes"]
-    if est["fits"]:
-        console.print(f"[green]Fits[/] on {hw['gpu']} ({_gib(cap)}): {_gib(est['headroom_bytes'])} headroom "
-                      f"(+/-{mem['uncertainty_pct']} %).")
+    if est["verdict"] == "fits":
+        console.print(f"[green]Fits[/] on {hw['gpu']} ({_gib(cap)} as nvidia-smi reports it): "
+                      f"{_gib(est['headroom_bytes'])} headroom (estimate +/-{mem['uncertainty_pct']} %).")
+    elif est["verdict"] == "tight":
+        side = f"{_gib(est['headroom_bytes'])} headroom" if est["headroom_bytes"] >= 0 else \
+            f"{_gib(-est['headroom_bytes'])} over"
+        console.print(f"[yellow]Tight[/] on {hw['gpu']} ({_gib(cap)} as nvidia-smi reports it): {side}, inside the "
+                      f"estimate's own +/-{mem['uncertainty_pct']} %. It may run out of memory: leave margin with a "
+                      "smaller --batch-size or --seq-len, --adapter qlora, or a bigger --gpu.")
     else:
         console.print(f"[red]Does not fit[/] on {hw['gpu']} ({_gib(cap)}): {_gib(-est['headroom_bytes'])} over. "
                       "Try --adapter qlora, a smaller --batch-size or --seq-len, more --gpus with "
                       "--distributed fsdp, or a bigger --gpu.")
-    console.print(f"Throughput: {tp['tokens_per_second']:,.0f} tokens/s on {hw['count']} GPU(s) "
-                  f"(MFU {tp['mfu']:.0%}, +/-{tp['uncertainty_pct']} %).")
+    console.print(f"Throughput: {tp['tokens_per_second']:,.0f} tokens/s on {hw['count']} GPU(s) with "
+                  f"{setup['trainer']} (+/-{tp['uncertainty_pct']} %); achieved MFU {tp['mfu']:.0%}, "
+                  f"{tp['bound']}-bound.")
     if est["time"]:
         t = est["time"]
         console.print(f"Time for {t['tokens']:,} tokens: {t['hours']:,.2f} h ({t['seconds']:,.0f} s).")

@@ -9,10 +9,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import statistics
 from pathlib import Path
 
-from .jobstore import default_home
+from .home import default_home
 
 
 def path() -> Path:
@@ -60,4 +59,10 @@ def corrections(file: Path | None = None) -> tuple[dict[str, tuple[float, int]],
         pred, act = r.get("predicted_tokens_per_second"), r.get("actual_tokens_per_second")
         if isinstance(pred, (int, float)) and isinstance(act, (int, float)) and pred > 0 and act > 0:
             ratios.setdefault(str(r.get("gpu")), []).append(act / pred)
-    return {g: (statistics.median_low(v), len(v)) for g, v in ratios.items()}, None
+    return {g: (_median_low(v), len(v)) for g, v in ratios.items()}, None
+
+
+def _median_low(values: list[float]) -> float:
+    """statistics.median_low without importing statistics (it pulls in decimal and fractions)."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]

@@ -10,10 +10,9 @@ import importlib.util
 from dataclasses import dataclass
 
 from ftplan.sizing.tokencount import CHATML  # the template TRL installs on models without one
+from ftplan.sizing.trainers import UNSLOTH_OBJECTIVES  # one list for the planner and the trainer
 
 from .schema import Recipe
-
-UNSLOTH_OBJECTIVES = ("sft", "continued-pretraining", "distillation", "dpo", "orpo", "kto", "grpo")
 
 
 @dataclass(frozen=True)

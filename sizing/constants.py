@@ -1,9 +1,9 @@
-"""Estimator constants fitted on ../shared/calibration/published-measurements.json.
+"""Estimator constants fitted on published measurements (bench/data/, each row with its source).
 
-Each constant is one number for every model, GPU and framework, found by `bench/fit_constants.py`
-(a grid search over all expressible rows); `bench/calibration.py` prints
-the errors over all expressible rows, and README "Accuracy" records the figures. Change a
-constant only with that benchmark run before and after.
+Each constant is one number for every model, GPU and program, found by `bench/fit_constants.py`
+over every expressible row of every source. `bench/calibration.py` scores them out of sample: each
+source is predicted by constants refitted without it (leave-one-source-out), and README "Accuracy"
+records those figures. Change a constant only with that benchmark run before and after.
 """
 
 # Saved activations beyond the tensors modelled one by one (rotary tables, attention masks and
@@ -13,10 +13,10 @@ constant only with that benchmark run before and after.
 ACTIVATION_OVERHEAD = 1.2
 
 # Caching-allocator slack: reserved / allocated at the peak (fragmentation, rounding to blocks).
-ALLOCATOR_OVERHEAD = 0.1
+ALLOCATOR_OVERHEAD = 0.03
 
 # CUDA context, cuBLAS/cuDNN workspaces and kernels resident on the device (bytes).
-CUDA_CONTEXT_BYTES = int(0.8 * 2**30)
+CUDA_CONTEXT_BYTES = 1073741824
 
 # Bytes per token per vocabulary entry held at the loss:
 #  standard: 16-bit logits + fp32 upcast + fp32 log-softmax + fp32 gradient during backward
@@ -25,17 +25,41 @@ LOGITS_BYTES_STANDARD_EXTRA = 12  # on top of the 16-bit logits themselves
 LOGITS_BYTES_CHUNKED_FACTOR = 2  # x the activation dtype
 LOGITS_BYTES_FUSED_BLOCK_TOKENS = 1024  # tokens per block of a fused linear+cross-entropy
 
-# Model FLOPs utilisation (fraction of dense BF16 peak) reached by a well-fed training step.
-# MFU = MFU_PEAK * tokens / (tokens + MFU_HALF_TOKENS) * width / (width + MFU_HALF_WIDTH),
-# lowered for adapters (small, unfused matmuls) and for consumer cards.
-MFU_PEAK = 0.7
-MFU_HALF_TOKENS = 0  # the fit found no micro-batch dependence in the data (all rows >= 1k tokens)
-MFU_HALF_WIDTH = 256
-MFU_ADAPTER_FACTOR = 0.9
-MFU_TIER = {"datacenter": 1.0, "inference": 0.8, "workstation": 0.9, "consumer": 0.9}
+# How far a memory estimate may be off: about the 80th percentile of |error| on published runs,
+# each source predicted by constants fitted without it (bench/calibration.py). A plan whose headroom
+# lies inside it is "tight", not "fits"; the planner keeps only plans that fit with this margin.
+MEMORY_UNCERTAINTY = 0.15
+# The same for speed: about the median |error| leave-one-source-out (README "Accuracy").
+THROUGHPUT_UNCERTAINTY = 0.30
 
-# Fraction of inter-GPU communication hidden behind compute (FSDP prefetch, DDP bucketing).
-COMM_OVERLAP = 0.6
+# ---- speed (sizing/throughput.py) ----------------------------------------------------------------
+# Sustained fraction of the dense BF16 peak a large training matmul reaches; narrow models lose more:
+# efficiency = MATMUL_EFFICIENCY * hidden / (hidden + MATMUL_HALF_WIDTH).
+MATMUL_EFFICIENCY = 0.6
+MATMUL_HALF_WIDTH = 0
+# Times the elementwise work (norms, activations, residual adds, logits) reads and writes the bytes a
+# layer saves for backward, per pass, at the card's bandwidth.
+ELEMENTWISE_PASSES = 6.0
+# CPU time to launch one decoder layer's kernels (forward + backward, eager PyTorch + transformers),
+# one more module call in a layer (a LoRA adapter, an MoE expert), FSDP/ZeRO-3's gather hooks per
+# layer, and a micro-step's fixed cost (data, loss, bookkeeping). A fused program (Unsloth,
+# torch.compile) launches FUSED_LAUNCH_FRACTION of an eager program's kernels.
+LAYER_SECONDS = 0.002
+MODULE_SECONDS = 0.0004
+SHARDED_LAYER_SECONDS = 0.006
+STEP_SECONDS = 0.0
+# CPU time of one optimizer step beyond its memory traffic (gradient clipping, zero_grad, the scheduler,
+# logging), paid once per optimizer step: spread over the gradient-accumulation micro-steps.
+OPTIMIZER_STEP_SECONDS = 0.1
+FUSED_LAUNCH_FRACTION = 0.5
+# Fraction of a link's one-way bandwidth collectives reach, and of their time hidden behind compute
+# (FSDP prefetch, DDP bucketing).
+LINK_EFFICIENCY = 0.35
+COMM_OVERLAP = 0.4
+# Inter-node bandwidth per GPU when a job spans nodes: one 400 Gb/s NIC per GPU, the layout of
+# NVIDIA's DGX H100 (8 x ConnectX-7 400 Gb/s; docs.nvidia.com/dgx/dgxh100-user-guide, 2024). An
+# assumption for providers that do not publish theirs; not fitted.
+INTER_NODE_GBS_PER_GPU = 50.0
 
 # GRPO generation (decode) model: sequences decoded together per GPU per step, and the fraction of
 # memory bandwidth a decode step reaches while streaming the weights. Assumptions [U] (no

@@ -87,6 +87,7 @@ class DatasetStats:
     labels: dict[str, int]
     warnings: dict[str, Problem]
     notes: list[str]
+    padded_by_batch: dict[int, int] = field(default_factory=dict)  # padded tokens per epoch at b sequences/batch
 
     @property
     def padding_efficiency(self) -> float:
@@ -125,13 +126,29 @@ class DatasetStats:
         }
 
 
-def _padded(lengths: list[int], batch: int, seq_len: int) -> int:
-    """Tokens computed when each micro-batch is padded to its longest member (file order)."""
-    total = 0
-    for i in range(0, len(lengths), batch):
-        group = lengths[i:i + batch]
-        total += len(group) * min(max(group), seq_len)
-    return total
+PADDING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)  # sequences per micro-batch the planner may choose
+_QUANTILE_POINTS = 4096
+
+
+def _padded(ordered: list[int], batch: int, seq_len: int) -> int:
+    """Tokens computed per epoch when micro-batches are drawn at random and padded to their longest member.
+
+    The Trainer's default sampler shuffles, so a micro-batch of `batch` sequences is padded to the longest
+    of `batch` random draws: n x E[min(max, seq_len)], with P(max <= L_(i)) = (i / n) ** batch over the
+    sorted lengths (evaluated on at most 4096 evenly spaced quantiles, so a million lines cost no more).
+    """
+    n = len(ordered)
+    if not n:
+        return 0
+    if batch == 1:
+        return sum(min(x, seq_len) for x in ordered)
+    k = min(n, _QUANTILE_POINTS)
+    expected, prev = 0.0, 0.0
+    for j in range(1, k + 1):
+        cur = (j / k) ** batch
+        expected += min(ordered[-(-j * n // k) - 1], seq_len) * (cur - prev)  # the j-th of k quantiles
+        prev = cur
+    return round(n * expected)
 
 
 def analyze(source: str | Path, *, seq_len: int = 2048, micro_batch_size: int = 1, max_context: int | None = None,
@@ -253,8 +270,9 @@ def analyze(source: str | Path, *, seq_len: int = 2048, micro_batch_size: int = 
     return DatasetStats(
         source=str(source), file_format=file_format, data_format=fmt, location_word=word, examples=examples,
         sequences=len(lengths), counter=counter.name, exact=counter.exact, uncertainty=counter.uncertainty,
-        tokens=sum(lengths), tokens_kept=kept, padded_tokens=_padded(lengths, micro_batch_size, seq_len),
+        tokens=sum(lengths), tokens_kept=kept, padded_tokens=_padded(ordered, micro_batch_size, seq_len),
         lengths={"p50": _quantile(ordered, 0.5), "p95": _quantile(ordered, 0.95), "max": ordered[-1] if ordered else 0,
                  "mean": round(sum(ordered) / len(ordered)) if ordered else 0},
         seq_len=seq_len, micro_batch_size=micro_batch_size, labels=dict(labels), warnings=warnings, notes=notes,
+        padded_by_batch={b: _padded(ordered, b, seq_len) for b in PADDING_BATCHES},
     )

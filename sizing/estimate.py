@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from . import constants as C
 from .catalog import ModelSource, resolve_model
 from .errors import InvalidValueError
 from .gpus import GPU, get_gpu
-from .memory import MemoryEstimate, estimate_memory
+from .memory import TOO_BIG, MemoryEstimate, estimate_memory, fit_verdict
 from .setup import TrainingSetup
 from .throughput import ThroughputEstimate, estimate_throughput
 
 DEFAULT_GPU = "H100"
-# Typical error of the model on published measurements (bench/calibration.py; README "Accuracy").
-MEMORY_ERROR_PCT = 10
-THROUGHPUT_ERROR_PCT = 25
 
 
 @dataclass
@@ -32,8 +30,17 @@ class Estimate:
     warnings: list[str]
 
     @property
+    def memory_uncertainty(self) -> float:
+        return C.MEMORY_UNCERTAINTY + self.model.params_uncertainty
+
+    @property
+    def verdict(self) -> str:
+        """fits | tight | does not fit (the headroom against the estimate's own uncertainty)."""
+        return fit_verdict(self.memory.per_gpu, self.gpu.memory_bytes, self.memory_uncertainty)
+
+    @property
     def fits(self) -> bool:
-        return self.memory.per_gpu <= self.gpu.memory_bytes
+        return self.verdict != TOO_BIG
 
     @property
     def seconds(self) -> float | None:
@@ -45,7 +52,7 @@ class Estimate:
         arch = self.model.arch
         setup = asdict(self.setup)
         setup["distributed"] = self.setup.effective_distributed
-        mem_unc = MEMORY_ERROR_PCT + round(100 * self.model.params_uncertainty)
+        mem_unc = round(100 * self.memory_uncertainty)
         return {
             "model": {
                 "id": self.model.model_id,
@@ -60,6 +67,8 @@ class Estimate:
                 "gpu": self.gpu.name,
                 "count": self.setup.gpus,
                 "memory_bytes": self.gpu.memory_bytes,
+                "memory_mib": self.gpu.memory_mib,
+                "memory_source": self.gpu.memory_source,
                 "bf16_tflops": self.gpu.bf16_tflops,
                 "source": self.gpu.source,
                 "as_of": self.gpu.as_of,
@@ -73,6 +82,7 @@ class Estimate:
                 "notes": list(self.memory.notes),
             },
             "fits": self.fits,
+            "verdict": self.verdict,
             "headroom_bytes": self.gpu.memory_bytes - self.memory.per_gpu,
             "throughput": {
                 "tokens_per_second": round(self.throughput.tokens_per_second, 1),
@@ -81,7 +91,8 @@ class Estimate:
                 "flops_per_token": self.throughput.flops_per_token,
                 "step_seconds": self.throughput.step_seconds,
                 "breakdown_seconds": {k: v for k, v in self.throughput.breakdown.items() if v},
-                "uncertainty_pct": THROUGHPUT_ERROR_PCT + round(100 * self.model.params_uncertainty),
+                "bound": self.throughput.bound,
+                "uncertainty_pct": round(100 * (C.THROUGHPUT_UNCERTAINTY + self.model.params_uncertainty)),
             },
             "time": None if self.tokens is None else {
                 "tokens": self.tokens,

@@ -1,4 +1,8 @@
-"""GPU specs (memory, dense BF16 peak, bandwidth, power, interconnect), read from data/gpus.json."""
+"""GPU specs (memory, dense BF16 peak, bandwidth, power, interconnect), read from data/gpus.json.
+
+Memory is what the driver reports (nvidia-smi MiB), not the marketed GB: an H100 "80 GB" holds 79.65
+GiB, an L4 "24 GB" 22.49 GiB, and a plan that fits by the marketed figure may not fit the card.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from .errors import UnknownGPUError
 @dataclass(frozen=True)
 class GPU:
     name: str
-    memory_gib: float
+    memory_mib: int  # as nvidia-smi reports the card's total
     bf16_tflops: float
     bandwidth_gbs: float
     power_w: float
@@ -25,10 +29,15 @@ class GPU:
     source: str
     as_of: str
     notes: str = ""
+    memory_source: str = ""
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / 1024
 
     @property
     def memory_bytes(self) -> int:
-        return int(self.memory_gib * 2**30)
+        return self.memory_mib * 2**20
 
 
 def _key(name: str) -> str:

@@ -83,6 +83,22 @@ class MemoryEstimate:
     offloaded: dict[str, int] = field(default_factory=dict)  # held in CPU / unified memory
 
 
+FITS, TIGHT, TOO_BIG = "fits", "tight", "does not fit"
+
+
+def fit_verdict(need: float, capacity: float, uncertainty: float = C.MEMORY_UNCERTAINTY) -> str:
+    """Whether `need` bytes fit a card of `capacity` bytes, given the estimate may be off by `uncertainty`.
+
+    fits: fits even if the estimate is that much too low. does not fit: too big even if it is that much
+    too high. In between the headroom is inside the estimate's own error: tight (try it, or add margin).
+    """
+    if need * (1 + uncertainty) <= capacity:
+        return FITS
+    if need * (1 - uncertainty) > capacity:
+        return TOO_BIG
+    return TIGHT
+
+
 def _bytes(dtype: str) -> int:
     return 4 if dtype in ("fp32", "mixed") else 2
 
@@ -172,6 +188,32 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: TrainingSetup) -
     return total * C.ACTIVATION_OVERHEAD
 
 
+def logits_bytes_per_token(arch: Architecture, setup: TrainingSetup) -> float:
+    """Bytes per token the loss holds at the peak (logits, their fp32 copies and gradient), by loss kind.
+
+    standard: HF's ForCausalLMLoss upcasts the 16-bit logits to fp32, log-softmaxes and keeps the fp32
+    gradient. chunked: 16-bit logits, fp32 one chunk at a time (torchtune, LitGPT). fused (Unsloth / Cut
+    Cross Entropy): logits exist one block of tokens at a time, a fixed cost spread over the micro-batch.
+    liger: Liger-Kernel's fused linear cross-entropy (ops/fused_linear_cross_entropy.py) fills the
+    input's gradient (BT x H) during forward and bounds each logits chunk to about BT x H elements.
+    """
+    b_act = setup.activation_bytes
+    if setup.loss == "fused":
+        tokens = max(1, setup.tokens_per_micro_batch)
+        return min(tokens, C.LOGITS_BYTES_FUSED_BLOCK_TOKENS) * 4 * arch.vocab * 2 / tokens
+    if setup.loss == "liger":
+        return 2 * b_act * arch.hidden + 4  # grad_input + logits chunk, fp32 loss per token
+    if setup.loss == "chunked":
+        # a compiled loss keeps only the 16-bit logits (and a log-sum-exp per token), not the
+        # log-softmax output of each chunk
+        per_vocab = (1 if setup.fused_kernels else C.LOGITS_BYTES_CHUNKED_FACTOR) * b_act
+    elif setup.kbit_upcast:
+        per_vocab = C.LOGITS_BYTES_STANDARD_EXTRA  # an fp32 lm_head writes fp32 logits: no 16-bit copy
+    else:
+        per_vocab = b_act + C.LOGITS_BYTES_STANDARD_EXTRA
+    return per_vocab * arch.vocab
+
+
 def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     setup.validate()
     if setup.untie_embeddings and arch.tied_embeddings:
@@ -185,6 +227,10 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     shard_states = dist in ("fsdp", "zero3", "zero2")
     b_param = _bytes(setup.precision)
     b_act = setup.activation_bytes
+    deepspeed = dist in ("zero2", "zero3")
+    # PEFT's modules_to_save wraps embed_tokens and lm_head in a trainable copy of each (two copies even
+    # when the checkpoint ties them); the copies train at the model's dtype.
+    emb_trainable = 2 * arch.vocab * arch.hidden if setup.train_embeddings and setup.is_adapter else 0
 
     # ---- weights ------------------------------------------------------------------------
     quantized_head = setup.adapter == "qlora" and setup.quantize_lm_head
@@ -219,12 +265,15 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     if setup.cpu_offload and shard_params:
         offloaded["weights"] = int(weights)
         weights = 0
+    weights += emb_trainable * b_param / (n if shard_params else 1)
     comp["weights"] = int(weights)
+    if emb_trainable:
+        notes.append(f"embeddings and lm_head trained in full: {emb_trainable / 1e9:.2f}B more trainable parameters")
     if setup.is_adapter:
         comp["adapter"] = int(trainable * b_train / (n if shard_params else 1))
 
     # ---- gradients ----------------------------------------------------------------------
-    grads = trainable * b_train
+    grads = trainable * b_train + emb_trainable * b_param
     if setup.optimizer_in_backward:
         grads = 2 * arch.largest_linear * b_train if not setup.is_adapter else grads
     elif shard_states and n > 1:
@@ -241,7 +290,13 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         "adamw": 2 * b_train, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0,
         "paged_adamw_32bit": 8.0, "sgd": 0.0,
     }[setup.optimizer]
-    opt = trainable * per_param / (n if shard_states else 1)
+    per_param_emb = 2 * b_param if setup.optimizer == "adamw" else per_param  # torch keeps states in param dtype
+    if deepspeed and setup.precision in ("bf16", "fp16"):
+        # DeepSpeed's 16-bit ZeRO optimizer holds fp32 master weights and fp32 Adam states (12 B per
+        # parameter: Rajbhandari et al. 2020, "ZeRO", section 3.1) and accumulates gradients into an fp32
+        # partition (4 B) beside the 16-bit module and its 16-bit gradients.
+        per_param = per_param_emb = 4 + 4 + (8 if setup.optimizer in ("adamw", "paged_adamw_32bit") else per_param)
+    opt = (trainable * per_param + emb_trainable * per_param_emb) / (n if shard_states else 1)
     if setup.optimizer.startswith("paged") or (setup.cpu_offload and shard_states):
         offloaded["optimizer"] = int(opt)
         notes.append("optimizer states paged/offloaded: held in CPU or unified memory, not counted on the GPU")
@@ -267,19 +322,9 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     comp["activations"] = int(acts)
 
     # ---- logits and loss ----------------------------------------------------------------
-    if setup.loss == "fused":
-        # fused linear+cross-entropy (Unsloth/Cut Cross Entropy, Liger): logits exist one block at a time
-        comp["logits"] = int(C.LOGITS_BYTES_FUSED_BLOCK_TOKENS * 4 * arch.vocab * 2)
-    else:
-        if setup.loss == "chunked":
-            # a compiled loss keeps only the 16-bit logits (and a log-sum-exp per token), not the
-            # log-softmax output of each chunk
-            per_vocab = (1 if setup.fused_kernels else C.LOGITS_BYTES_CHUNKED_FACTOR) * b_act
-        elif setup.kbit_upcast:
-            per_vocab = C.LOGITS_BYTES_STANDARD_EXTRA  # an fp32 lm_head writes fp32 logits: no 16-bit copy
-        else:
-            per_vocab = b_act + C.LOGITS_BYTES_STANDARD_EXTRA
-        comp["logits"] = int(per_vocab * arch.vocab * tokens)
+    comp["logits"] = int(logits_bytes_per_token(arch, setup) * tokens)
+    if setup.loss == "liger" and setup.train_embeddings:
+        comp["logits"] += int(arch.vocab * arch.hidden * b_param)  # its lm_head gradient, filled in forward
 
     # ---- when the peak happens -------------------------------------------------------------
     # Gradients are allocated during the backward pass (zero_grad sets them to None) as saved
@@ -287,13 +332,25 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     # backward's start (every activation and the logits live, only lm_head's gradient so far) or
     # its end (every gradient live, one layer's activations left). Adapter gradients are too small
     # to matter; an optimizer fused into backward never holds them all.
+    # A third moment: torch's AdamW (foreach, the Trainer's "adamw_torch") allocates a copy of the second
+    # moments for their square root inside step(), with every gradient live and the activations gone.
+    step_temp = 0
+    if setup.optimizer == "adamw" and not setup.optimizer_in_backward and not (setup.cpu_offload and shard_states):
+        step_temp = int((trainable + emb_trainable) * (4 if b_train == 4 or deepspeed else b_train)
+                        / (n if shard_states else 1))
     if not setup.is_adapter and not setup.optimizer_in_backward:
         head_grad = min(grads, arch.vocab * arch.hidden * b_train / (n if shard_states else 1))
         start = comp["activations"] + comp["logits"] + head_grad
         last_layer = per_layer + (layer_input if setup.gradient_checkpointing else 0)
-        if grads + last_layer > start:
-            comp["activations"], comp["logits"] = int(last_layer), 0
-            notes.append("peak at the end of backward: all gradients live, activations released")
+        end = grads + max(last_layer, step_temp)
+        if end > start:
+            if step_temp > last_layer:
+                comp["activations"], comp["logits"] = 0, 0
+                comp["optimizer_step"] = step_temp
+                notes.append("peak in the optimizer step: all gradients live, AdamW's temporary second-moment copy")
+            else:
+                comp["activations"], comp["logits"] = int(last_layer), 0
+                notes.append("peak at the end of backward: all gradients live, activations released")
         else:
             comp["gradients"] = int(head_grad)
 

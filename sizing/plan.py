@@ -7,21 +7,27 @@ fit is taken: LoRA before QLoRA (the method's adapter candidates in order), DDP 
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
+from functools import cache
+from importlib import resources
 
 from . import constants as C
 from .architecture import Architecture
 from .gpus import GPU, get_gpu
-from .memory import estimate_memory
-from .method import PAIRED, REFERENCE_FORWARD, MethodChoice
+from .method import REFERENCE_FORWARD, MethodChoice
 from .prices import GpuPrice, PriceBook, parse_date
 from .setup import TrainingSetup
-from .throughput import estimate_throughput, flops_per_token
+from .setupsearch import SetupSearch
+from .throughput import flops_per_token
 
 GIB = 2**30
 NODE_SIZES = (16, 32, 64, 128)  # multi-node counts tried where a provider allows several 8-GPU nodes
+# Reading 16-bit safetensors from local disk onto the GPU: about 2 GB/s [U: NVMe-backed instance disk;
+# providers publish no figure].
+LOAD_GB_PER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,12 @@ class Workload:
     completion_len: int = 256  # GRPO: generated tokens per completion
     precomputed_reference: bool = False  # DPO/KTO: reference log-probs computed once before training
     teacher_params: int = 0  # distillation with on-the-fly teacher logits: the teacher's forward per token
+    # What the setup search needs from the data (sizing/setupsearch.py):
+    padded_by_batch: dict[int, int] = field(default_factory=dict)  # tokens per epoch padded at b sequences/batch
+    sequences: int = 0  # sequences per epoch
+    seq_len: int = 2048  # the configured maximum (what packing fills)
+    longest: int = 0  # the data's longest sequence, capped at seq_len (what unpacked memory is sized for)
+    mean_length: float = 0.0  # real tokens per sequence
 
     @property
     def total_tokens(self) -> int:
@@ -63,6 +75,18 @@ class Plan:
     source: str
     as_of: str
     notes: list[str] = field(default_factory=list)
+    setup: dict | None = None  # the training setup the run uses (setupsearch.Choice.to_dict)
+    startup_billed_seconds: float | None = None  # of startup_seconds, billed at the GPU rate
+    mfu: float | None = None  # achieved: model FLOPs per second over the GPUs' dense peak
+    training_setup: TrainingSetup | None = field(default=None, repr=False)  # what memory and speed were sized for
+
+    @property
+    def billed_hours(self) -> float | None:
+        """Hours the provider bills at the GPU rate (Modal's weight download runs on a CPU container)."""
+        if self.train_seconds is None:
+            return None
+        start = self.startup_seconds if self.startup_billed_seconds is None else self.startup_billed_seconds
+        return (self.train_seconds + start) / 3600
 
     @property
     def hours(self) -> float | None:
@@ -86,6 +110,7 @@ class Plan:
             "usd": round(self.usd, 2),
             "usd_per_hour": None if self.usd_per_hour is None else round(self.usd_per_hour, 4),
             "source": self.source, "as_of": self.as_of, "notes": list(self.notes),
+            "setup": self.setup, "mfu": None if self.mfu is None else round(self.mfu, 3),
         }
 
 
@@ -98,6 +123,7 @@ class LocalBox:
     card_price_usd: float | None = None
     lifetime_hours: float = 13140
     detected: bool = False
+    unsloth: bool = False  # the gpu extra (Unsloth) is installed here: the program uses it on one GPU
 
     @property
     def usd_per_hour(self) -> float:
@@ -134,62 +160,38 @@ def _generation_seconds(arch: Architecture, setup: TrainingSetup, gpu: GPU, work
     return steps * step
 
 
-class _Sizer:
-    """Memoised memory and speed for one model and workload across the search."""
+def _objective_seconds(arch: Architecture, work: Workload):
+    """Seconds the objective adds to plain training: reference forwards, a teacher, generation."""
+    def add(setup: TrainingSetup, gpu: GPU, secs: float, speed) -> float:
+        if work.objective in REFERENCE_FORWARD:  # frozen reference model's forward of every sequence
+            parts = flops_per_token(arch, setup)
+            ref = parts["forward"] / sum(parts.values())
+            # precompute_ref_log_probs: one pass over the data up front instead of one per step
+            secs *= 1 + (ref / work.epochs if work.precomputed_reference else ref)
+        if work.teacher_params:  # teacher forward (2 FLOPs per parameter per token) at the same achieved MFU
+            secs += work.total_tokens * 2 * work.teacher_params / (gpu.bf16_tflops * 1e12 * speed.mfu * setup.gpus)
+        return secs + _generation_seconds(arch, setup, gpu, work)
+    return add
 
-    def __init__(self, arch: Architecture, base: TrainingSetup, work: Workload,
-                 speed_corrections: dict[str, tuple[float, int]] | None = None):
-        self.arch, self.base, self.work = arch, base, work
-        self.corrections = speed_corrections or {}
-        self._mem: dict = {}
-        self._speed: dict = {}
 
-    def setup(self, adapter: str, count: int, dist: str) -> TrainingSetup:
-        # Paired objectives forward chosen and rejected together (TRL's concatenated forward): twice the
-        # sequences per micro-batch, so twice the activations.
-        batch = self.base.micro_batch_size * (2 if self.work.objective in PAIRED else 1)
-        return replace(self.base, adapter=adapter, gpus=count, distributed=dist if count > 1 else "none",
-                       micro_batch_size=batch,
-                       optimizer=("paged_adamw_8bit" if adapter == "qlora" and self.base.optimizer == "adamw"
-                                  else self.base.optimizer))
+def startup_seconds(prov: dict, arch: Architecture) -> tuple[float, float, str]:
+    """(wall seconds before the first step, of which billed at the GPU rate, how) for this model's size.
 
-    def memory(self, setup: TrainingSetup) -> int:
-        key = (setup.adapter, setup.gpus, setup.distributed)
-        if key not in self._mem:
-            mem = estimate_memory(self.arch, setup)
-            self._mem[key] = mem.per_gpu + sum(_extra_memory(self.arch, setup, self.work).values())
-        return self._mem[key]
-
-    def seconds(self, setup: TrainingSetup, gpu: GPU) -> tuple[float, float]:
-        """(tokens/s of training, seconds of the whole job on this hardware)."""
-        key = (gpu.name, setup.adapter, setup.gpus, setup.distributed)
-        if key not in self._speed:
-            speed_setup = replace(setup, seq_len=max(16, min(setup.seq_len, self.work.mean_sequence)))
-            tput = estimate_throughput(self.arch, speed_setup, gpu).tokens_per_second
-            tput *= self.corrections.get(gpu.name, (1.0, 0))[0]  # the user's own measured runs on this GPU
-            secs = self.work.total_tokens / tput
-            if self.work.objective in REFERENCE_FORWARD:  # frozen reference model's forward of every sequence
-                parts = flops_per_token(self.arch, speed_setup)
-                ref = parts["forward"] / sum(parts.values())
-                # precompute_ref_log_probs: one pass over the data up front instead of one per step
-                secs *= 1 + (ref / self.work.epochs if self.work.precomputed_reference else ref)
-            if self.work.teacher_params:  # teacher forward (2 FLOPs per parameter per token) at the same MFU
-                mfu = estimate_throughput(self.arch, speed_setup, gpu).mfu
-                secs += self.work.total_tokens * 2 * self.work.teacher_params / (
-                    gpu.bf16_tflops * 1e12 * mfu * setup.gpus)
-            secs += _generation_seconds(self.arch, setup, gpu, self.work)
-            self._speed[key] = (tput, secs)
-        return self._speed[key]
-
-    def fit(self, gpu: GPU, count: int, adapters: tuple[str, ...]) -> tuple[TrainingSetup, int] | None:
-        """The first (adapter, distribution) that fits `count` x `gpu`, or None."""
-        for adapter in adapters:
-            for dist in (("none",) if count == 1 else ("ddp", "fsdp")):
-                setup = self.setup(adapter, count, dist)
-                need = self.memory(setup)
-                if need <= gpu.memory_bytes:
-                    return setup, need
-        return None
+    Start-up is the provider's boot (queue, image, environment) plus downloading the weights at the
+    provider's bandwidth and loading them onto the GPU. On Modal ftplan downloads on a CPU container
+    before the GPU one starts (providers/modal_app.py), so the download is not billed at the GPU rate.
+    """
+    weight_gb = arch.total_params * 2 / 1e9  # 16-bit safetensors, what the Hub serves (QLoRA quantises on load)
+    boot = float(prov.get("boot_seconds", 300))
+    rate = float(prov.get("download_mb_per_s", 100))
+    download = weight_gb * 1000 / rate
+    load = weight_gb / LOAD_GB_PER_S
+    wall = boot + download + load
+    billed = wall - download if prov.get("download_off_gpu") else wall
+    how = (f"{boot:.0f} s boot + {weight_gb:,.0f} GB of weights at {rate:g} MB/s ({download:,.0f} s) + "
+           f"load {load:,.0f} s" + (" (download on a CPU container, not billed at the GPU rate)"
+                                    if prov.get("download_off_gpu") else ""))
+    return wall, billed, how
 
 
 def modal_usd_per_hour(gpu_usd_per_hour: float, modal: dict, gpus: int, region: str = "none") -> float:
@@ -224,9 +226,18 @@ def search(
     region: str = "none",
     today: date | None = None,
     speed_corrections: dict[str, tuple[float, int]] | None = None,
+    pinned: frozenset[str] = frozenset(),
+    packing: bool | None = None,
+    model_id: str | None = None,
 ) -> tuple[list[Plan], list[str]]:
-    """All plans that fit, cheapest first, and notes on what was left out and why."""
-    sizer = _Sizer(arch, base, work, speed_corrections)
+    """All plans that fit with margin, cheapest first, each with the setup it runs, and notes on what was left out."""
+    def finder(unsloth: bool) -> SetupSearch:
+        return SetupSearch(arch, base, work, pinned=pinned, packing=packing, unsloth_available=unsloth,
+                           speed_corrections=speed_corrections,
+                           extras=lambda setup: sum(_extra_memory(arch, setup, work).values()),
+                           extra_seconds=_objective_seconds(arch, work))
+
+    cloud = finder(True)  # ftplan's images install Unsloth for one-GPU LoRA (providers/modal_app.py)
     plans: list[Plan] = []
     notes: list[str] = []
     for name, (factor, runs) in sorted((speed_corrections or {}).items()):
@@ -237,47 +248,51 @@ def search(
         card = get_gpu(row.gpu)
         prov = book.providers.get(row.provider, {})
         for count in _counts(row, counts):
-            fit = sizer.fit(card, count, method.adapters)
-            if fit is None:
+            choice = cloud.best(card, count, method.adapters)
+            if choice is None:
                 continue
-            setup, need = fit
-            tput, secs = sizer.seconds(setup, card)
             per_hour = row.usd_per_gpu_hour * count
-            plan_notes = []
+            plan_notes = [choice.describe()]
             if row.provider == "modal":
                 per_hour = modal_usd_per_hour(row.usd_per_gpu_hour, prov, count, region)
                 plan_notes.append(f"GPU {row.native_name or row.gpu}:{count} + {prov['cpu_cores_per_gpu']} cores and "
                                   f"{prov['memory_gib_per_gpu']} GiB per GPU" +
                                   (f", region x{prov['region_multipliers'][region]}" if region != "none" else ""))
             if count > 8:
-                plan_notes.append(f"{count // 8} nodes x 8 GPUs (multi-node: inter-node links are slower than the "
-                                  "speed model assumes)")
-            startup = float(prov.get("startup_seconds", 600))
-            plan = Plan("cloud", row.provider, prov.get("label", row.provider), row.gpu, count, setup.adapter,
-                        setup.effective_distributed, need, card.memory_bytes, tput, secs, startup, 0.0, per_hour,
-                        row.source, row.as_of, plan_notes)
-            plan.usd = per_hour * plan.hours
-            plans.append(plan)
+                plan_notes.append(f"{count // 8} nodes x 8 GPUs: collectives across nodes at "
+                                  f"{C.INTER_NODE_GBS_PER_GPU:g} GB/s per GPU (assumed)")
+            wall, billed, how = startup_seconds(prov, arch)
+            plan_notes.append(f"start-up {how}")
+            plans.append(_priced(Plan("cloud", row.provider, prov.get("label", row.provider), row.gpu, count,
+                                      choice.setup.adapter, choice.setup.effective_distributed, choice.need,
+                                      card.memory_bytes, choice.tokens_per_second, choice.train_seconds, wall, 0.0,
+                                      per_hour, row.source, row.as_of, plan_notes, choice.to_dict(), billed,
+                                      choice.speed.mfu, choice.setup)))
     if local is not None:
-        fit = sizer.fit(local.gpu, local.count, method.adapters)
-        if fit is None:
-            notes.append(f"Your {local.count} x {local.gpu.name} cannot hold this job with {'/'.join(method.adapters)} "
-                         "(see the cloud plans, or try a shorter --seq-len).")
+        choice = finder(local.unsloth).best(local.gpu, local.count, method.adapters)
+        if choice is None:
+            notes.append(f"Your {local.count} x {local.gpu.name} cannot hold this job with margin with "
+                         f"{'/'.join(method.adapters)} (see the cloud plans, or try a shorter --seq-len).")
         else:
-            setup, need = fit
-            tput, secs = sizer.seconds(setup, local.gpu)
             how = "detected with nvidia-smi" if local.detected else "from --local"
             cost = f"{local.gpu.power_w:g} W x {local.power_fraction:g} x ${local.electricity_usd_per_kwh:g}/kWh"
             if local.card_price_usd:
                 cost += f" + ${local.card_price_usd:,.0f}/card over {local.lifetime_hours:,.0f} h"
-            plan = Plan("local", "local", f"Local {local.count} x {local.gpu.name}", local.gpu.name, local.count,
-                        setup.adapter, setup.effective_distributed, need, local.gpu.memory_bytes, tput, secs, 120.0,
-                        0.0, local.usd_per_hour, f"{how}; {cost}", str(today or date.today()), [])
-            plan.usd = local.usd_per_hour * plan.hours
-            plans.append(plan)
-    plans += api_plans(arch, work, method, book, providers, today, notes)
+            wall, billed, start_how = startup_seconds(book.local, arch)
+            plans.append(_priced(Plan("local", "local", f"Local {local.count} x {local.gpu.name}", local.gpu.name,
+                                      local.count, choice.setup.adapter, choice.setup.effective_distributed,
+                                      choice.need, local.gpu.memory_bytes, choice.tokens_per_second,
+                                      choice.train_seconds, wall, 0.0, local.usd_per_hour, f"{how}; {cost}",
+                                      str(today or date.today()), [choice.describe(), f"start-up {start_how}"],
+                                      choice.to_dict(), billed, choice.speed.mfu, choice.setup)))
+    plans += api_plans(arch, work, method, book, providers, today, notes, model_id=model_id)
     plans.sort(key=lambda p: (p.usd, p.hours if p.hours is not None else math.inf))
     return plans, notes
+
+
+def _priced(plan: Plan) -> Plan:
+    plan.usd = (plan.usd_per_hour or 0.0) * (plan.billed_hours or 0.0)
+    return plan
 
 
 def _together_band(params: int, bands: list[dict]) -> dict | None:
@@ -316,14 +331,38 @@ def openai_plans(work: Workload, book: PriceBook, today: date | None, notes: lis
     return out
 
 
+@cache
+def managed_models() -> dict:
+    text = resources.files("ftplan.sizing").joinpath("data/managed_models.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def api_model(api: str, model_id: str | None) -> str | None:
+    """The API's model string for `model_id` (a Hugging Face id or the API's own), or None when it cannot train it."""
+    if not model_id:
+        return None
+    key = model_id.strip().lower()
+    for row in managed_models()[api]["models"]:
+        if key in (row["api"].lower(), row["hf"].lower()):
+            return row["api"]
+    return None
+
+
 def api_plans(arch: Architecture, work: Workload, method: MethodChoice, book: PriceBook,
-              providers: set[str] | None, today: date | None, notes: list[str]) -> list[Plan]:
+              providers: set[str] | None, today: date | None, notes: list[str], *,
+              model_id: str | None = None) -> list[Plan]:
     """Managed APIs that can train this open model, by their own billing rule; OpenAI only when asked for."""
     out: list[Plan] = []
     if providers and "openai" in providers:
         out += openai_plans(work, book, today, notes)
     tg = book.apis["together"]
     if providers and "together" not in providers:
+        return out
+    together_model = api_model("together", model_id)
+    if together_model is None:
+        listed = managed_models()["together"]
+        notes.append(f"Together AI fine-tunes only the models on its list ({len(listed['models'])} read from its docs "
+                     f"as of {listed['as_of']}); {model_id or 'this model'} is not on it, so no Together plan.")
         return out
     if work.objective not in tg["objectives"]:
         notes.append(f"Together AI fine-tunes with SFT and DPO (SimPO through DPO's gamma); not {work.objective}.")
@@ -339,8 +378,7 @@ def api_plans(arch: Architecture, work: Workload, method: MethodChoice, book: Pr
     out.append(Plan("api", "together", tg["label"], None, 0, "full" if full else "lora", "managed", None, None, None,
                     None, 0.0, usd, None, tg["source"], tg["as_of"],
                     [f"{tokens / 1e6:,.2f}M tokens x ${band[key]}/M ({key.replace('_', ' ')}, up to "
-                     f"{band['max_params_b']}B band); time depends on Together's queue; only models Together "
-                     "supports"]))
+                     f"{band['max_params_b']}B band) on {together_model}; time depends on Together's queue"]))
     return out
 
 

@@ -89,7 +89,10 @@ def make_workload(stats: DatasetStats, method: MethodChoice, *, packing: bool, g
         return Workload(tokens, tokens, method.epochs, "grpo", mean, prompts, group_size, completion_len)
     tokens = stats.tokens_per_epoch(packing)
     per_micro = stats.seq_len if packing else max(1, round(stats.padded_tokens / max(1, stats.sequences)))
-    return Workload(tokens, stats.tokens_kept, method.epochs, method.objective, per_micro)
+    longest = min(stats.seq_len, math.ceil(stats.lengths.get("max", stats.seq_len) * (1 + stats.uncertainty)))
+    return Workload(tokens, stats.tokens_kept, method.epochs, method.objective, per_micro,
+                    padded_by_batch=dict(stats.padded_by_batch), sequences=stats.sequences, seq_len=stats.seq_len,
+                    longest=max(1, longest), mean_length=stats.tokens_kept / max(1, stats.sequences))
 
 
 def plan_for_data(
@@ -104,7 +107,8 @@ def plan_for_data(
     epochs: int | None = None,
     verifier: str | None = None,
     tokenizer: str | None = None,
-    packing: bool = False,
+    packing: bool | None = None,
+    pinned: frozenset[str] = frozenset(),
     gpus: set[str] | None = None,
     counts: set[int] | None = None,
     providers: set[str] | None = None,
@@ -137,12 +141,9 @@ def plan_for_data(
                        params=arch.total_params, method=method, adapter=adapter, verifier=verifier,
                        lora_rank=lora_rank, epochs=epochs)
     base = replace(base, lora_rank=choice.lora_rank, lora_alpha=lora_alpha or choice.lora_alpha)
-    if not packing and choice.objective != "grpo" and stats.lengths.get("max"):
-        # Padding goes to the longest sequence in each micro-batch, so no batch is longer than the
-        # data's longest (truncated) sequence: size memory for that, with the count's uncertainty.
-        longest = math.ceil(stats.lengths["max"] * (1 + stats.uncertainty))
-        base = replace(base, seq_len=max(1, min(base.seq_len, longest)))
-    work = make_workload(stats, choice, packing=packing, group_size=group_size, completion_len=completion_len)
+    # Padding goes to the longest sequence in each micro-batch, so no unpacked batch is longer than the data's
+    # longest (truncated) sequence: the setup search sizes unpacked memory for that (Workload.longest).
+    work = make_workload(stats, choice, packing=bool(packing), group_size=group_size, completion_len=completion_len)
     if precompute_ref:
         if choice.objective not in ("dpo", "kto"):
             raise InvalidValueError(f"--precompute-ref is for DPO and KTO (this plan is {choice.objective}).")
@@ -153,11 +154,12 @@ def plan_for_data(
         work = replace(work, teacher_params=resolve_model(teacher).arch.total_params)
     book = prices or load_prices()
     all_plans, notes = search(arch, work, choice, base, book, gpus=gpus, counts=counts, providers=providers,
-                              local=local, region=region, today=today,
-                              speed_corrections=speed_corrections)
+                              local=local, region=region, today=today, speed_corrections=speed_corrections,
+                              pinned=pinned | ({"packing"} if packing is not None else set()), packing=packing,
+                              model_id=src.model_id)
     kept, suggestion = apply_limits(all_plans, max_cost, max_hours)
     warnings = list(choice.warnings) + stats.warning_lines()
-    if not packing and stats.padding_efficiency < 0.8 and choice.objective not in PAIRED + ("grpo",):
+    if packing is False and stats.padding_efficiency < 0.8 and choice.objective not in PAIRED + ("grpo",):
         warnings.append(f"Padding wastes {100 * (1 - stats.padding_efficiency):.0f} % of compute at micro-batch "
                         f"{base.micro_batch_size}; --packing trains on {stats.tokens_kept:,} instead of "
                         f"{stats.padded_tokens:,} tokens per epoch.")

@@ -118,8 +118,10 @@ def load_prices(user_file: str | Path | None = None) -> PriceBook:
             rows = [r for r in rows if not (r.provider == new.provider and r.gpu == new.gpu
                                              and set(r.counts) & set(new.counts))]
             rows.append(new)
-            data["providers"].setdefault(new.provider, {"label": new.provider, "startup_seconds": 600,
-                                                        "startup_source": "assumption [U]"})
+            data["providers"].setdefault(new.provider, {"label": new.provider, "boot_seconds": 300,
+                                                        "boot_source": "assumption [U]: a provider from your file",
+                                                        "download_mb_per_s": 200,
+                                                        "download_source": "assumption [U]"})
         for key, value in extra.get("local", {}).items():
             if key not in data["local"]:
                 raise DataError(f"{path}: [local] has no setting '{key}'; known: {sorted(data['local'])}.")

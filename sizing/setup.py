@@ -16,7 +16,10 @@ OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "s
 PRECISIONS = ("bf16", "fp16", "fp32", "mixed")
 ATTENTIONS = ("flash", "sdpa", "eager")
 DISTRIBUTED = ("none", "ddp", "fsdp", "zero2", "zero3")
-LOSSES = ("standard", "chunked", "fused")
+LOSSES = ("standard", "chunked", "fused", "liger")
+# The program that runs the step (see sizing/trainers.py): it sets the memory knobs' defaults and the
+# speed model's per-kernel costs. "trl" is ftplan's own program (TRL + PEFT, eager).
+TRAINERS = ("trl", "unsloth", "compiled", "eager")
 ADAPTER_DTYPES = ("fp32", "bf16")
 
 
@@ -36,6 +39,14 @@ class TrainingSetup:
     gpus: int = 1
     distributed: str = "none"
     cpu_offload: bool = False
+    # Nodes the GPUs sit on (0: as a provider packs them, 8 to a node). Collectives across nodes run at
+    # the inter-node link's speed, not NVLink's.
+    nodes: int = 0
+    trainer: str = "trl"
+    # Embeddings and lm_head trained in full beside the adapters (PEFT `modules_to_save`, Qwen's
+    # "LoRA (emb)", new tokens added to the vocabulary): each gets a trainable copy, its gradient
+    # and optimizer states.
+    train_embeddings: bool = False
     # Knobs real trainers expose that change memory a lot (see README, "Estimator inputs"):
     # "chunked": 16-bit logits, fp32 one chunk at a time (torchtune, LitGPT); "fused": logits never
     # materialised whole (Unsloth / Cut Cross Entropy, Liger); "standard": HF's fp32 upcast.
@@ -77,9 +88,14 @@ class TrainingSetup:
         return self.adapter != "full"
 
     @property
+    def node_count(self) -> int:
+        return self.nodes or -(-self.gpus // 8)
+
+    @property
     def effective_distributed(self) -> str:
         if self.gpus == 1:
-            return "none"
+            # DeepSpeed on one GPU still changes the bytes per parameter (fp32 master weights)
+            return self.distributed if self.distributed in ("zero2", "zero3") else "none"
         if self.distributed != "none":
             return self.distributed
         return "ddp" if self.is_adapter else "fsdp"
@@ -101,11 +117,13 @@ class TrainingSetup:
         choice("distributed", self.distributed, DISTRIBUTED)
         choice("loss", self.loss, LOSSES)
         choice("adapter_dtype", self.adapter_dtype, ADAPTER_DTYPES)
+        choice("trainer", self.trainer, TRAINERS)
         limits = {
             "seq_len": (self.seq_len, 1, 4_194_304),
             "batch_size": (self.micro_batch_size, 1, 65_536),
             "grad_accum": (self.grad_accum, 1, 1_000_000),
             "gpus": (self.gpus, 1, 4096),
+            "nodes": (self.nodes, 0, self.gpus),
         }
         if self.is_adapter:
             limits["lora_rank"] = (self.lora_rank, 1, 65_536)

@@ -106,8 +106,25 @@ def test_padding_efficiency_follows_micro_batches(tmp_path):
     one = analyze(path, micro_batch_size=1)
     two = analyze(path, micro_batch_size=2)
     assert one.padded_tokens == one.tokens_kept and one.padding_efficiency == 1.0
-    assert two.padded_tokens > two.tokens_kept and two.padding_efficiency < 0.6
+    assert two.padded_tokens > two.tokens_kept and two.padding_efficiency < 0.75
     assert two.tokens_per_epoch(packing=True) == two.tokens_kept
+    assert list(two.padded_by_batch.values()) == sorted(two.padded_by_batch.values())  # bigger batches pad more
+
+
+def test_padding_is_the_expectation_over_random_micro_batches():
+    """The Trainer's sampler shuffles: a micro-batch of b sequences pads to the longest of b random draws.
+
+    Checked against brute force: every ordered tuple of b draws (with replacement) from the lengths.
+    """
+    import itertools
+
+    from ftplan.sizing.dataset import _padded
+
+    lengths = sorted([3, 5, 5, 9, 20, 41, 41, 60, 75])
+    for b in (1, 2, 3):
+        tuples = list(itertools.product(lengths, repeat=b))
+        exact = len(lengths) * sum(min(max(t), 64) for t in tuples) / len(tuples)
+        assert _padded(lengths, b, 64) == round(exact)
 
 
 def test_exact_counts_with_a_real_tokenizer_and_chat_template(tmp_path):

@@ -60,17 +60,17 @@ def test_memory_is_sized_for_the_longest_sequence_not_the_cap():
     """Padding stops at each micro-batch's longest sequence: short data needs less than --seq-len."""
     from ftplan.sizing.catalog import resolve_model
     from ftplan.sizing.memory import estimate_memory
-    from ftplan.sizing.setup import TrainingSetup
 
-    padded = plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", gpus={"H100"}, counts={1}, adapter="lora")
+    padded = plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", gpus={"H100"}, counts={1}, adapter="lora",
+                           packing=False)
     packed = plan_for_data(EXAMPLES / "chat.jsonl", "llama-3.1-8b", gpus={"H100"}, counts={1}, adapter="lora",
                            packing=True)
     longest = padded.dataset.lengths["max"]
     assert longest < 100  # the bundled chat examples are short
     arch = resolve_model("llama-3.1-8b").arch
-    at_cap = estimate_memory(arch, TrainingSetup(lora_rank=8, lora_alpha=16)).per_gpu
-    def gpu_memory(result):
-        return next(p.per_gpu_bytes for p in result.plans if p.per_gpu_bytes)
-
-    assert gpu_memory(padded) < at_cap
-    assert gpu_memory(packed) > gpu_memory(padded)  # packed rows fill --seq-len
+    gpu_plan = next(p for p in padded.plans if p.training_setup)
+    pad = gpu_plan.training_setup
+    pack = next(p for p in packed.plans if p.training_setup).training_setup
+    assert longest <= pad.seq_len < 100 and pack.seq_len == 2048  # packed rows fill --seq-len
+    assert gpu_plan.per_gpu_bytes == estimate_memory(arch, pad).per_gpu
+    assert gpu_plan.per_gpu_bytes < estimate_memory(arch, pad.with_(seq_len=2048)).per_gpu
