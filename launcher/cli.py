@@ -156,6 +156,23 @@ def _training_setup(o: dict, *, single: bool = False):
     return setup
 
 
+def _check_counts(o: dict, top: int | None = None) -> None:
+    """Whole-number options that have no meaning at zero or below: an error, never a silent default."""
+    if o.get("gpus") is not None and o["gpus"] < 1:
+        raise FtplanError(f"--gpus {o['gpus']} is impossible: a job runs on 1 GPU or more (leave it out to let the "
+                          "planner search 1-8 and multi-node).")
+    if top is not None and top < 1:
+        raise FtplanError(f"--top {top} is impossible: give how many plans to list, 1 or more.")
+    if o.get("tokens") is not None and o["tokens"] < 1:
+        raise FtplanError(f"--tokens {o['tokens']} is impossible: give the number of training tokens (> 0).")
+    if o.get("card_hours") is not None and o["card_hours"] <= 0:
+        raise FtplanError(f"--card-hours {o['card_hours']:g} is impossible: a card lasts some hours; give a number "
+                          "> 0 (the default is 3 years at 50 % use, 13,140 h).")
+    for name, key in (("--card-price", "card_price"), ("--electricity", "electricity")):
+        if o.get(key) is not None and o[key] < 0:
+            raise FtplanError(f"{name} {o[key]:g} is impossible: give a price of 0 or more.")
+
+
 def _speed_corrections() -> dict:
     """Measured/predicted speed per GPU from the user's finished runs (never opens the job store)."""
     from ftplan.launcher.speedlog import corrections
@@ -173,6 +190,7 @@ def _plan(data: str, o: dict):
     from ftplan.sizing.planner import plan_for_data
     from ftplan.sizing.prices import load_prices
 
+    _check_counts(o)
     if not o["model"]:
         raise FtplanError("give --model with a data file (e.g. --model llama-3.1-8b, or a folder with config.json).")
     for name in ("group_size", "completion_len"):
@@ -206,7 +224,9 @@ def _plan(data: str, o: dict):
 @_setup_options
 @click.option("--tokens", type=int, default=None, help="Training tokens (x epochs) for a time estimate (no DATA).")
 @click.option("--matrix", is_flag=True, help="The playbook's sizing grid: 1k-1M examples x 1B-405B models.")
-@click.option("--plot", "plot_file", default=None, help="Write cost vs time of all plans to FILE (.html, .svg, .png).")
+@click.option("--plot", "plot_file", default=None,
+              help="With DATA: cost vs time of all plans; with --model alone: memory by component against the "
+              "card. FILE ends .html, .svg or .png (PNG: ftplan[plot]).")
 @click.option("--top", default=10, show_default=True, type=int, help="Rows in the plan table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema in the README).")
 def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
@@ -215,6 +235,14 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
     DATA is a .jsonl, .json, .csv or .parquet file (or a Hub dataset id when online). Exit 1 when
     --max-cost/--max-hours leave no plan; exit 2 on bad input.
     """
+    _check_counts(o, top=top)
+    if matrix and plot_file:
+        raise FtplanError("--plot draws the plans of one job (with DATA) or one setup's memory (with --model); the "
+                          "matrix is a table: drop --plot, or plan one cell with DATA.")
+    if plot_file:
+        from ftplan.launcher.plot import _target
+
+        _target(plot_file)  # a wrong suffix or a missing folder fails before any work
     if matrix:
         from ftplan.sizing.matrix import MAX_HOURS, TOKENS_PER_EXAMPLE, sizing_matrix
         from ftplan.sizing.prices import load_prices
@@ -253,12 +281,19 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
     result = run_estimate(o["model"], params=o["params"], setup=_training_setup(o, single=True), gpu=o["gpu"],
                           tokens=tokens,
                           speed_corrections=_speed_corrections())
+    out = result.to_dict()
+    if plot_file:
+        from ftplan.launcher.plot import write_memory_plot
+
+        path = write_memory_plot(plot_file, out)
+        if not as_json:
+            click.echo(f"plot written to {path}", err=True)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps(out, indent=2))
         return
     from ftplan.launcher.render import print_estimate
 
-    print_estimate(result.to_dict())
+    print_estimate(out)
 
 
 @cli.command()
@@ -267,14 +302,14 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
 def prices(prices_file, as_json) -> None:
     """The price rows the planner uses, with sources and dates (rows over 90 days old are flagged)."""
     from dataclasses import asdict
-    from datetime import date
 
     from ftplan.sizing.plan import openai_status
-    from ftplan.sizing.prices import load_prices
+    from ftplan.sizing.prices import STALE_DAYS, load_prices
+    from ftplan.sizing.prices import today as clock
 
     book = load_prices(prices_file)
-    today = date.today()
-    rows = [dict(asdict(r), stale=r.age_days(today) > 90, age_days=r.age_days(today)) for r in book.gpu_rows]
+    today = clock()
+    rows = [dict(asdict(r), stale=r.age_days(today) > STALE_DAYS, age_days=r.age_days(today)) for r in book.gpu_rows]
     out = {"gpu_rows": rows, "providers": book.providers, "apis": book.apis, "local": book.local,
            "user_file": book.user_file, "stale_count": sum(r["stale"] for r in rows),
            "openai_status": openai_status(book, today)[1]}
@@ -415,23 +450,54 @@ def init(method, output, from_plan) -> None:
         m = plan["method"]
         adapter = (plan["chosen"] or {}).get("adapter") or m["adapters"][0]
         method = PRESET_FOR.get((m["objective"], adapter), m["objective"])
-    if not method or method not in presets:
-        known = ", ".join(sorted(presets))
-        raise FtplanError(f"give a method: {known}." if not method else
-                          f"no preset {method!r}; choose one of {known}.")
+    if not method:
+        click.echo("Recipe presets (ftplan init METHOD [-o FILE]):")
+        for name in sorted(presets):
+            first = next((ln for ln in presets[name].splitlines() if ln.startswith("# ftplan recipe:")), "")
+            click.echo(f"  {name:22s} {first.removeprefix('# ftplan recipe:').strip()}")
+        click.echo("Or from a plan: ftplan estimate DATA --model M --json > plan.json; ftplan init --from plan.json")
+        return
+    if method not in presets:
+        raise FtplanError(f"no preset {method!r}; choose one of {', '.join(sorted(presets))}.")
     text = presets[method]
     if plan:
         text = _recipe_from_plan(text, plan, from_plan, Path(output).parent if output else None)
+    elif output:
+        text = _anchor_examples(text, Path(output).expanduser().parent)
     if output:
-        path = Path(output)
+        path = Path(output).expanduser()
         if path.exists():
             raise FtplanError(f"{path} exists; pick another name or delete it first.")
-        path.write_text(text, encoding="utf-8")
+        if not path.parent.is_dir():
+            raise FtplanError(f"-o {path}: the folder {path.parent} does not exist; create it (mkdir -p "
+                              f"{path.parent}) or write the recipe elsewhere.")
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise FtplanError(f"-o {path}: cannot write it ({exc.strerror or exc}).") from None
         click.echo(f"wrote {path}: edit model and data, then `ftplan plan {path}`" if not plan else
                    f"wrote {path} from {from_plan}: `ftplan plan {path}` shows the same plan; "
                    f"`ftplan run {path} --provider ...` runs it", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _anchor_examples(text: str, folder: Path) -> str:
+    """The presets' `examples/...` paths, rewritten so they still name those files from the recipe's folder.
+
+    A recipe's relative paths are relative to the recipe file; a preset written into another folder
+    would otherwise point at an `examples/` beside it that does not exist. Only files that exist
+    here (a checkout of ftplan) are rewritten, relative when below the recipe's folder, else absolute;
+    others are left for the user to edit.
+    """
+    def anchored(m: re.Match) -> str:
+        here = Path(m.group(2))
+        if not here.is_file() or not folder.is_dir():
+            return m.group(0)
+        rel = os.path.relpath(here.resolve(), folder.resolve())
+        return m.group(1) + (str(here.resolve()) if rel.startswith("..") else rel)
+
+    return re.sub(r"(?m)^(\s*(?:path|eval_path|golden):[ \t]*)(examples/[\w./-]+)", anchored, text)
 
 
 def _read_plan(path: str) -> dict:

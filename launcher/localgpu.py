@@ -26,7 +26,7 @@ def parse_local(text: str) -> tuple[GPU, int]:
             from None
     if not 1 <= n <= 8:
         raise InvalidValueError(f"--local {text}: a local box holds 1 to 8 GPUs.")
-    return get_gpu(name), n
+    return get_gpu(name, "--local"), n
 
 
 def gpu_from_smi_name(name: str) -> GPU | None:
@@ -66,10 +66,14 @@ def local_box(spec: str | None, book: PriceBook, electricity: float | None, card
     found = parse_local(spec) if spec else (detect_local() if detect else None)
     if found is None:
         return None
-    for name, value in (("--electricity", electricity), ("--card-price", card_price), ("--card-hours", card_hours)):
+    for name, value in (("--electricity", electricity), ("--card-price", card_price)):
         if value is not None and value < 0:
             raise FtplanError(f"{name} {value:g} is impossible: give a number >= 0.")
+    if card_hours is not None and card_hours <= 0:
+        raise FtplanError(f"--card-hours {card_hours:g} is impossible: a card lasts some hours; give a number > 0 "
+                          "(the default is 3 years at 50 % use, 13,140 h).")
     cfg = book.local
     return LocalBox(found[0], found[1], electricity if electricity is not None else cfg["electricity_usd_per_kwh"],
-                    cfg["power_fraction"], card_price, card_hours or cfg["lifetime_hours"], detected=spec is None,
+                    cfg["power_fraction"], card_price, card_hours if card_hours is not None else cfg["lifetime_hours"],
+                    detected=spec is None,
                     unsloth=importlib.util.find_spec("unsloth") is not None)  # the program uses it when present

@@ -71,7 +71,8 @@ def print_plan(result: dict, console: Console | None = None, top: int = 10) -> N
             tps = f"{p['tokens_per_second']:,.0f}" if p["tokens_per_second"] else ""
             tag = ", ".join(marks.get((p["provider"], p["gpu"], p["count"]), []))
             label = p["label"] + (f" [bold green]({tag})[/]" if tag else "")
-            table.add_row(label, f"{_hw(p)} {p['adapter']}", mem, tps, _hours(p["hours"]), f"${p['usd']:,.2f}")
+            kind = p["adapter"] if p["adapter"] != "managed" else ""  # OpenAI: "managed" says it all
+            table.add_row(label, f"{_hw(p)} {kind}".strip(), mem, tps, _hours(p["hours"]), f"${p['usd']:,.2f}")
         console.print(table)
         lines = terminal_plot(plans, result["pareto"])
         if lines:
@@ -121,16 +122,29 @@ def print_prices(data: dict, console: Console | None = None) -> None:
                       "pages and override them in ~/.config/ftplan/prices.toml or --prices FILE.")
 
 
+def _vs_local(extra: float | None) -> str:
+    """What a plan costs beyond the local box's run: "+$3.20", "-$0.01" (cheaper), "same" under a cent."""
+    if extra is None:
+        return ""
+    if abs(extra) < 0.005:
+        return "same"
+    return f"{'+' if extra > 0 else '-'}${abs(extra):,.2f}"
+
+
+def _usd(v: float) -> str:
+    """Cents where they matter: a matrix cell of a few dollars is not "$0"."""
+    return f"${v:,.0f}" if v >= 100 else f"${v:,.2f}"
+
+
 def print_compare(data: dict, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"{data['model']}: local vs cloud vs API for {data['total_tokens']:,} tokens")
-    for col in ("where", "hardware", "time", "USD", "vs local", "break-even runs"):
+    for col in ("where", "hardware", "time", "USD", "cost vs local", "break-even runs"):
         table.add_column(col)
     for r in data["rows"]:
         be = r["break_even_runs"]
         table.add_row(r["label"], r["hardware"], _hours(r["hours"]), f"${r['usd']:,.2f}",
-                      "" if r["saving_vs_local"] is None else f"${r['saving_vs_local']:,.2f}",
-                      "" if be is None else f"{be:,.0f}")
+                      _vs_local(r["saving_vs_local"]), "" if be is None else f"{be:,.0f}")
     console.print(table)
     for note in data["notes"]:
         console.print(f"[dim]note: {note}[/]")
@@ -153,6 +167,6 @@ def print_matrix(data: dict, console: Console | None = None) -> None:
                 continue
             late = "" if c["within_limit"] else " (over limit)"
             row.append(f"{c['method']}\n{c['count']} x {c['gpu']} ({c['provider']})\n{_hours(c['hours'])}, "
-                       f"${c['usd']:,.0f}{late}")
+                       f"{_usd(c['usd'])}{late}")
         table.add_row(*row)
     console.print(table)

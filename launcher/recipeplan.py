@@ -9,11 +9,11 @@ the recipe, so the next `ftplan plan` and the run carry exactly that plan.
 from __future__ import annotations
 
 import math
-from datetime import date
 from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
 from ftplan.sizing.errors import FtplanError
+from ftplan.sizing.prices import today
 
 # Recipe hyperparameters the planner may choose, and the setup field each one is.
 SEARCHABLE = {"batch_size": "micro_batch_size", "gradient_accumulation": "grad_accum", "packing": "packing",
@@ -49,7 +49,7 @@ def recipe_plan(recipe: Recipe, local=None, prices=None, *, search: bool = False
     if gpus:
         from ftplan.sizing.gpus import get_gpu
 
-        gpus = {get_gpu(g).name for g in gpus}
+        gpus = {get_gpu(g, "hardware.gpu").name for g in gpus}
     result = plan_for_data(
         recipe.data.path, recipe.model, setup=setup, method=m.objective, adapter=m.adapter, lora_rank=m.lora.rank,
         lora_alpha=m.lora.effective_alpha, epochs=max(1, math.ceil(hp.epochs)),
@@ -58,7 +58,11 @@ def recipe_plan(recipe: Recipe, local=None, prices=None, *, search: bool = False
         providers=providers, group_size=m.num_generations, completion_len=m.max_completion_length,
         split=recipe.data.split, precompute_ref=m.precompute_ref and m.objective in ("dpo", "kto"),
         teacher=m.teacher if m.objective == "distillation" and m.generate_with_teacher else None,
+        model_option="model (in the recipe)",
     )
+    from ftplan.recipes.data import check_format
+
+    check_format(recipe, recipe.data.path, result.dataset.data_format)
     # The plan shows what the recipe will run, not what the playbook would have picked.
     choice = result.method
     choice.learning_rate, choice.scheduler, choice.warmup_ratio = hp.learning_rate, hp.lr_scheduler, hp.warmup_ratio
@@ -99,4 +103,4 @@ def write_plan(path: str | Path, plan) -> str:
     parse_recipe(yaml.safe_load(text), str(path))  # what is written must still be a valid recipe
     path.write_text(text, encoding="utf-8")
     return (f"wrote {path}: {plan.label} {plan.count} x {plan.gpu}, {'; '.join(plan.notes[:1])}; "
-            f"${plan.usd:,.2f}, {plan.hours:,.2f} h (planned {date.today().isoformat()})")
+            f"${plan.usd:,.2f}, {plan.hours:,.2f} h (planned {today().isoformat()})")

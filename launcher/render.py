@@ -70,5 +70,5 @@ def print_estimate(est: dict, console: Console | None = None) -> None:
         console.print(f"[dim]note: {note}[/]")
     for warning in est["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"[dim]model: {model['source'][:120]}[/]")
-    console.print(f"[dim]GPU spec: {hw['source'][:120]} (as of {hw['as_of']})[/]")
+    console.print(f"[dim]model: {model['citation']}[/]", soft_wrap=True)
+    console.print(f"[dim]GPU spec: {hw['source']} (as of {hw['as_of']})[/]", soft_wrap=True)

@@ -42,7 +42,15 @@ def check_data(recipe: Recipe, path: str | None = None, split: str | None = None
     stats = analyze(src, seq_len=recipe.hyperparameters.max_seq_length,
                     micro_batch_size=recipe.hyperparameters.batch_size, split=split or recipe.data.split,
                     tokenizer_json=find_tokenizer(recipe.model, recipe.model, None))
-    fmt = stats.data_format
+    check_format(recipe, src, stats.data_format)
+    return stats.data_format, stats
+
+
+def check_format(recipe: Recipe, src: str, fmt: DataFormat) -> None:
+    """The detected format against the recipe's `data.format` and what its objective trains on.
+
+    `ftplan plan` and `ftplan run` both call this, so a recipe that cannot run cannot be planned either.
+    """
     if recipe.data.format != "auto" and recipe.data.format != fmt.key:
         raise DataError(f"{src}: data.format says {recipe.data.format} but the file is {fmt.description}; fix "
                         "data.format (or set it to auto).")
@@ -51,7 +59,6 @@ def check_data(recipe: Recipe, path: str | None = None, split: str | None = None
         need = "; ".join(BY_KEY[k].description for k in allowed)
         raise DataError(f"{src}: objective {recipe.method.objective} cannot train on {fmt.description}; it needs "
                         f"{need}. Convert the data or change method.objective.")
-    return fmt, stats
 
 
 def check_eval_data(recipe: Recipe, fmt: DataFormat) -> None:

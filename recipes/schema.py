@@ -128,10 +128,28 @@ class EvalSection(_Strict):
     judge: dict[str, Any] | None = None
 
 
+Tracker = Literal["wandb", "mlflow", "tensorboard", "trackio"]
+
+
 class OutputSection(_Strict):
     dir: str = "outputs/run"
     merge: bool = False
     push_to_hub: str | None = None
+    report_to: list[Tracker] = Field(default_factory=list, description="experiment trackers: transformers' "
+                                     "TrainingArguments.report_to (wandb, mlflow, tensorboard, trackio)")
+    project: str | None = Field(None, description="the trackers' project / experiment name")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        if value is None or value == "none":
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list) -> list:
+        return list(dict.fromkeys(value))
 
 
 class HardwareSection(_Strict):
@@ -249,19 +267,58 @@ def resolve_paths(recipe: Recipe, base: str | Path) -> Recipe:
     return recipe
 
 
+def _yaml_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    YAML says keys are unique, but PyYAML keeps the last value without a word, so a recipe with two
+    `learning_rate:` lines would train with whichever came last.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: the base class raises its own error
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1}); "
+                        "keep one", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the recipe "
+                          "as UTF-8 text.") from None
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe; its relative paths are relative to the recipe file's folder."""
     import yaml
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise RecipeError(f"{path}: cannot be read ({exc.strerror}). Give the path of a recipe YAML file.") from None
+    text = _decode(raw, path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RecipeError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)}).") from None
+    if data is None:
+        raise RecipeError(f"{path}: the file is empty (or holds only comments); `ftplan init lora-sft -o {path.name}` "
+                          "writes a commented recipe to start from.")
     return resolve_paths(parse_recipe(data, str(path)), path.resolve().parent)

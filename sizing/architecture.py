@@ -189,10 +189,29 @@ def _siglip_params(v: dict, text_hidden: int) -> int:
     return n * layer + embed + 2 * h + h * text_hidden + h
 
 
+# Sizes a config.json may carry: each must be a whole number above zero where it is given.
+SIZE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+             "intermediate_size", "vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "kv_channels",
+             "multi_query_group_num", "ffn_hidden_size", "num_layers", "padded_vocab_size", "num_experts",
+             "num_local_experts", "num_experts_per_tok", "moe_intermediate_size", "shared_expert_intermediate_size",
+             "num_kv_heads", "max_position_embeddings", "n_positions", "seq_length")
+
+
+def _check_sizes(cfg: dict, name: str) -> None:
+    for key in SIZE_KEYS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name}: '{key}' is {value!r}; it must be a whole number above 0. Fix the "
+                              "config.json (or re-download it from the model's repository).")
+
+
 def from_config(cfg: dict, name: str = "model") -> Architecture:
     """Build an Architecture from a config.json dict (any supported family)."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{name}: config.json must hold a JSON object")
+    _check_sizes(cfg, name)
     mt = str(cfg.get("model_type", "")).lower()
     extra = 0
     extra_note = ""
@@ -225,7 +244,14 @@ def from_config(cfg: dict, name: str = "model") -> Architecture:
             f"(known: {', '.join(sorted(set(parsers)))}). Pass --params N (e.g. --params 7B) for an "
             "estimate from the parameter count alone."
         )
-    return parsers[mt](cfg, name, mt)
+    try:
+        arch = parsers[mt](cfg, name, mt)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError) as exc:  # a field of the wrong shape
+        raise ConfigError(f"{name}: config.json for model_type '{mt}' cannot be read ({type(exc).__name__}: {exc}); "
+                          "compare it with the model's published config.json.") from None
+    if arch.head_dim * arch.heads <= 0 or arch.total_params <= 0:
+        raise ConfigError(f"{name}: config.json describes no parameters; check hidden_size, heads and layers.")
+    return arch
 
 
 def _llama_like(cfg: dict, name: str, mt: str) -> Architecture:

@@ -28,6 +28,15 @@ class ModelSource:
     source: str
     published_params_b: float | None = None
     params_uncertainty: float = 0.0  # relative; non-zero only for shapes assumed from --params
+    as_of: str | None = None  # when the catalog's copy of the config was taken
+
+    @property
+    def citation(self) -> str:
+        """The source's first clause (the public URL, or the file read) with its date: one readable line."""
+        head = self.source.split("; ")[0]
+        sibling = re.search(r" \(architecture of its sibling [^)]*\)$", self.source)
+        return head + (sibling.group(0) if sibling and sibling.group(0) not in head else "") + (
+            f" (as of {self.as_of})" if self.as_of else "")
 
 
 @cache
@@ -70,8 +79,11 @@ def parse_size(text: str | float | int) -> float:
     return value
 
 
-def resolve_model(model: str | None, params: str | float | None = None) -> ModelSource:
-    """Turn `--model` / `--params` into an architecture with its provenance."""
+def resolve_model(model: str | None, params: str | float | None = None, option: str = "--model") -> ModelSource:
+    """Turn `--model` / `--params` into an architecture with its provenance (`option`: where the name came from)."""
+    if model and params is not None:
+        raise InvalidValueError(f"give --model or --params, not both: --model {model} already fixes the size "
+                                f"(--params {params} would be ignored).")
     if model:
         path = Path(model).expanduser()
         if path.is_dir() or path.name == "config.json":
@@ -84,7 +96,7 @@ def resolve_model(model: str | None, params: str | float | None = None) -> Model
             close = difflib.get_close_matches(model.lower(), list(_index()), n=4, cutoff=0.5)
             hint = f" Closest catalog names: {', '.join(close)}." if close else ""
             raise UnknownModelError(
-                f"--model '{model}' is neither a folder with a config.json nor a model in ftplan's "
+                f"{option} '{model}' is neither a folder with a config.json nor a model in ftplan's "
                 f"catalog.{hint} Pass a local folder holding the model's config.json, run "
                 "`ftplan models` to list the catalog, or give --params (e.g. --params 7B)."
             )
@@ -92,8 +104,9 @@ def resolve_model(model: str | None, params: str | float | None = None) -> Model
         if variant_of:
             # An instruct/chat/base sibling: same config.json, so the same architecture; keep the user's id.
             return ModelSource(arch, model, f"{entry['source']} (architecture of its sibling {variant_of})",
-                               entry.get("published_params_b"))
-        return ModelSource(arch, entry["id"], entry["source"], entry.get("published_params_b"))
+                               entry.get("published_params_b"), as_of=entry.get("as_of"))
+        return ModelSource(arch, entry["id"], entry["source"], entry.get("published_params_b"),
+                           as_of=entry.get("as_of"))
     if params is not None:
         count = parse_size(params)
         arch = from_param_count(count)
@@ -126,7 +139,10 @@ def _from_folder(path: Path) -> ModelSource:
         raise ConfigError(f"{path}: no config.json in this folder; point --model at a model folder.")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{cfg_path}: cannot be read as JSON ({exc}); fix or re-download the file.") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{cfg_path}: holds a JSON {type(cfg).__name__}, not the object a config.json is "
+                          "(keys such as model_type, hidden_size, num_hidden_layers); fix or re-download it.")
     name = cfg.get("_name_or_path") or cfg_path.parent.name
-    return ModelSource(from_config(cfg, str(name)), str(name), str(cfg_path))
+    return ModelSource(from_config(cfg, str(cfg_path)), str(name), str(cfg_path))

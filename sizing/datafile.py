@@ -20,6 +20,7 @@ from .errors import DataError
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
             ".pq": "parquet"}
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HUB_HOST = ("huggingface.co", 443)
 # CSV cells that hold structured values (a list of messages) are JSON text.
 _JSON_CELL = re.compile(r"^\s*[\[{]")
 
@@ -45,9 +46,10 @@ def iter_records(source: str | Path, split: str = "train") -> tuple[str, str, It
     """(file format, location word, iterator of (number, record)) for a path or Hub id."""
     path = Path(source).expanduser()
     if not path.exists():
-        if HUB_ID.match(str(source)):
+        if looks_like_hub_id(str(source)):
             return "hub", "record", _iter_hub(str(source), split)
-        raise DataError(f"{source}: no such file. Give a path to a .jsonl, .json, .csv or .parquet file.")
+        raise DataError(f"{source}: no such file. Give a path to a .jsonl, .json, .csv or .parquet file"
+                        + (f" (the folder {path.parent} does not exist either)." if not path.parent.exists() else "."))
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give the data file itself (.jsonl, .json, .csv or .parquet).")
     fmt = detect_file_format(path)
@@ -56,23 +58,88 @@ def iter_records(source: str | Path, split: str = "train") -> tuple[str, str, It
     return fmt, word, reader(path)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value) -> str | None:
+    """The first text in `value` holding half a UTF-16 pair ("\\ud800" alone): not Unicode, no tokenizer takes it."""
+    if isinstance(value, str):
+        bad = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+        return f"\\u{ord(bad):04x}" if bad else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        found = _lone_surrogate(item)
+        if found:
+            return found
+    return None
+
+
+def _parse(raw: bytes) -> dict | BadRecord:
+    """One JSONL line -> an object, or the reason it is not one."""
+    try:
+        obj = json.loads(raw)
+    except RecursionError:
+        return BadRecord("nested deeper than JSON can be read (a record is a flat object of fields)")
+    except ValueError as exc:
+        return BadRecord(f"not valid JSON ({str(exc).split(':')[0]})")
+    if not isinstance(obj, dict):
+        return BadRecord(f"a JSON {type(obj).__name__}, not an object")
+    if _SURROGATE_ESCAPE.search(raw):  # paired escapes decode to one character; a lone one stays a surrogate
+        bad = _lone_surrogate(obj)
+        if bad:
+            return BadRecord(f"holds {bad}, half of a UTF-16 surrogate pair, which is not valid Unicode (remove it or "
+                             "write the whole character)")
+    return obj
+
+
+def _opened(path: Path, *args, **kwargs):
+    """`path.open`, with an unreadable file as a message naming it."""
+    try:
+        return path.open(*args, **kwargs)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod u+r) or copy it somewhere "
+                        "you can read.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be opened ({exc.strerror or exc}).") from None
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """`org/name` with no data-file suffix and no path prefix: only then is a missing path tried on the Hub."""
+    if text.startswith((".", "/", "~")) or Path(text).suffix.lower() in SUFFIXES:
+        return False
+    return bool(HUB_ID.match(text))
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be reached right now (offline mode, no connection), or None."""
+    import os
+    import socket
+
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{HUB_HOST[0]} cannot be reached ({exc.strerror or exc})"
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
-    loads = json.loads
-    with path.open("rb") as fh:
+    with _opened(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
-            try:
-                obj = loads(raw)
-            except ValueError as exc:
-                yield number, BadRecord(f"not valid JSON ({str(exc).split(':')[0]})")
-                continue
-            yield number, obj if isinstance(obj, dict) else BadRecord(f"a JSON {type(obj).__name__}, not an object")
+            yield number, _parse(raw)
 
 
 def _iter_json(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
+    with _opened(path, "rb") as fh:
+        raw = fh.read()
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
+    except RecursionError:
+        raise DataError(f"{path}: nested deeper than JSON can be read; a .json data file is a list of flat "
+                        "objects.") from None
     except ValueError as exc:
         raise DataError(
             f"{path}: not valid JSON ({exc}). A .json file must hold a list of objects; for one object per "
@@ -90,7 +157,12 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of objects (or {{'data': [...]}}), got a {type(data).__name__}.")
     for number, obj in enumerate(data, start=1):
-        yield number, obj if isinstance(obj, dict) else BadRecord(f"a JSON {type(obj).__name__}, not an object")
+        if not isinstance(obj, dict):
+            yield number, BadRecord(f"a JSON {type(obj).__name__}, not an object")
+            continue
+        bad = _lone_surrogate(obj) if _SURROGATE_ESCAPE.search(raw) else None
+        yield number, BadRecord(f"holds {bad}, half of a UTF-16 surrogate pair, which is not valid Unicode") \
+            if bad else obj
 
 
 def _csv_value(value: str | None):
@@ -122,20 +194,36 @@ def _bad_utf8(row: dict) -> str | None:
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
     # surrogateescape keeps bytes that are not UTF-8 visible, so they are reported with their line instead of
-    # being replaced here and failing (or silently training on U+FFFD) later.
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise DataError(f"{path}: the CSV file has no header row; the first row must name the columns.")
-        for row in reader:
+    # being replaced here and failing (or silently training on U+FFFD) later. strict: a quote opened and never
+    # closed is an error at the record that opened it, not one record swallowing the rest of the file.
+    with _opened(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        reader = csv.DictReader(fh, strict=True)
+        try:
+            if not reader.fieldnames:
+                raise DataError(f"{path}: the CSV file has no header row; the first row must name the columns.")
+        except csv.Error as exc:
+            raise DataError(f"{path}: line 1 (the header) cannot be parsed as CSV ({exc}).") from None
+        start = reader.line_num + 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                reason = ("a quoted cell opened here is never closed, so the rest of the file would run into one "
+                          "cell (close the quote, or double a quote inside a cell: \"\")"
+                          if "end of data" in str(exc) else f"not valid CSV ({exc})")
+                yield start, BadRecord(reason)
+                return
+            line, start = start, reader.line_num + 1
             if None in row:
-                yield reader.line_num, BadRecord("more cells than the header has columns")
+                yield line, BadRecord("more cells than the header has columns")
                 continue
             bad = _bad_utf8(row)
             if bad:
-                yield reader.line_num, BadRecord(bad)
+                yield line, BadRecord(bad)
                 continue
-            yield reader.line_num, {k: _csv_value(v) for k, v in row.items()}
+            yield line, {k: _csv_value(v) for k, v in row.items()}
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict | BadRecord]]:
@@ -165,6 +253,10 @@ def _iter_hub(dataset_id: str, split: str) -> Iterator[tuple[int, dict | BadReco
             f"{dataset_id}: not a local file, and reading a Hugging Face Hub dataset needs the 'train' extra "
             "(pip install 'ftplan[train]') and a network connection. Or download it and pass the file."
         )
+    offline = _hub_reachable()
+    if offline:
+        raise DataError(f"{dataset_id}: no such file here, and as a Hugging Face Hub dataset id it cannot be read "
+                        f"now: {offline}. Give a local .jsonl, .json, .csv or .parquet file, or connect and retry.")
     try:
         load_dataset = importlib.import_module("datasets").load_dataset
         ds = load_dataset(dataset_id, split=split, streaming=True)

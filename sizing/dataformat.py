@@ -55,14 +55,24 @@ def detect(record: dict) -> DataFormat | None:
     return None
 
 
+# Roles chat templates and TRL know (OpenAI's developer/function, Llama 3.1's ipython for tool output).
+ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython")
+# What other tools call them, and the role meant.
+ROLE_SYNONYMS = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant",
+                 "prompter": "user", "observation": "tool"}
+WARNING_KINDS = ("empty_turn", "assistant_first")
+
+
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # error kinds: missing_field, mixed_format, unknown_format, bad_value; warning: empty_turn
+    # error kinds: missing_field, mixed_format, unknown_format, bad_value, bad_role, no_assistant;
+    # warnings: empty_turn, assistant_first
+    kind: str
     detail: str
 
     @property
     def is_error(self) -> bool:
-        return self.kind != "empty_turn"
+        return self.kind not in WARNING_KINDS
 
 
 def _content_text(content) -> str | None:
@@ -73,18 +83,34 @@ def _content_text(content) -> str | None:
     return None
 
 
-def _check_messages(value, field: str) -> list[Finding]:
+def _check_messages(value, field: str, *, conversation: bool = False) -> list[Finding]:
+    """A list of {role, content} messages; a whole `conversation` (SFT) also needs an assistant turn."""
     if not isinstance(value, list) or not value:
         return [Finding("bad_value", f"'{field}' must be a non-empty list of {{role, content}} messages")]
     found: list[Finding] = []
+    roles = []
     for i, msg in enumerate(value):
         if not isinstance(msg, dict) or "role" not in msg:
             return [Finding("bad_value", f"'{field}[{i}]' is not a message with a 'role'")]
+        role = msg["role"]
+        if not isinstance(role, str) or role not in ROLES:
+            meant = ROLE_SYNONYMS.get(str(role).lower()) if isinstance(role, str) else None
+            hint = f" (rename it to '{meant}')" if meant else ""
+            return [Finding("bad_role", f"'{field}[{i}].role' is {role!r}; chat roles are "
+                                        f"{', '.join(ROLES[:5])}{hint}")]
+        roles.append(role)
         text = _content_text(msg.get("content"))
         if text is None and not msg.get("tool_calls"):
             return [Finding("bad_value", f"'{field}[{i}].content' is missing or not text")]
-        if msg["role"] == "assistant" and not (text or "").strip() and not msg.get("tool_calls"):
+        if role == "assistant" and not (text or "").strip() and not msg.get("tool_calls"):
             found.append(Finding("empty_turn", f"'{field}[{i}]' is an empty assistant turn"))
+    if conversation:
+        if "assistant" not in roles:
+            return [Finding("no_assistant", f"'{field}' has no assistant turn: nothing for the loss to fall on")]
+        first = next((r for r in roles if r not in ("system", "developer")), None)
+        if first == "assistant":
+            found.append(Finding("assistant_first", f"'{field}' opens with an assistant turn; chat templates "
+                                                    "expect the user first"))
     return found
 
 
@@ -109,13 +135,20 @@ def check(record: dict, fmt: DataFormat) -> list[Finding]:
         if keys & set(fmt.required):
             return [Finding("missing_field", f"missing or empty field(s) {', '.join(repr(m) for m in missing)}")]
         return [Finding("unknown_format", f"has fields {sorted(record)} that match no known format")]
+    for richer in FORMATS:  # half of a richer format: {"prompt", "chosen"} is a pair missing "rejected", not a prompt
+        extra = set(richer.required) - set(fmt.required)
+        if set(fmt.required) < set(richer.required) and extra & keys and not extra <= keys:
+            have, lack = sorted(extra & keys), sorted(extra - keys)
+            return [Finding("missing_field", f"has {', '.join(repr(k) for k in have)} but no "
+                            f"{', '.join(repr(k) for k in lack)}: {richer.description} need "
+                            f"{', '.join(richer.required)}")]
     found: list[Finding] = []
     for field in fmt.required:
         if field == "label":
             if not isinstance(record["label"], bool) and record["label"] not in (0, 1):
                 found.append(Finding("bad_value", f"'label' must be true or false, not {record['label']!r}"))
         elif field == "messages":
-            found += _check_messages(record["messages"], "messages")
+            found += _check_messages(record["messages"], "messages", conversation=True)
         else:
             found += _check_text_or_messages(record[field], field)
     return found

@@ -31,12 +31,16 @@ ERROR_TEXT = {
     "unknown_format": ("matches no known format", "match no known format"),
     "bad_value": ("holds a value of the wrong kind", "hold a value of the wrong kind"),
     "template_error": ("is rejected by the model's chat template", "are rejected by the model's chat template"),
+    "bad_role": ("has a message role chat templates do not know", "have message roles chat templates do not know"),
+    "no_assistant": ("is a conversation without an assistant turn", "are conversations without an assistant turn"),
 }
 WARNING_TEXT = {
     "empty_turn": ("has an empty assistant turn or completion", "have an empty assistant turn or completion"),
     "duplicate": ("repeats an earlier example exactly", "repeat an earlier example exactly"),
     "truncated": ("is longer than --seq-len and will be truncated", "are longer than --seq-len and will be truncated"),
     "over_context": ("is longer than the model's context window", "are longer than the model's context window"),
+    "assistant_first": ("opens with an assistant turn instead of the user's",
+                        "open with an assistant turn instead of the user's"),
 }
 
 
@@ -174,8 +178,11 @@ def analyze(source: str | Path, *, seq_len: int = 2048, micro_batch_size: int = 
         if first is None:
             if head:
                 n, bad = head[0]
+                shape = {"jsonl": "JSON Lines: one JSON object per line", "csv": "CSV: a header row naming the "
+                         "columns, then one example per row", "json": "a JSON list of objects"}.get(file_format,
+                                                                                                      "readable")
                 raise DataError(f"{source}: no record could be read ({word} {n}: {bad.reason}). "
-                                "Check that the file is JSON Lines: one JSON object per line.")
+                                f"Check that the file is {shape}.")
             raise DataError(f"{source}: the file holds no examples.")
         n, rec = first
         raise DataError(
@@ -200,7 +207,8 @@ def analyze(source: str | Path, *, seq_len: int = 2048, micro_batch_size: int = 
         except Exception:  # a chat template rejected one of them: find which, count the rest
             counts = []
             for seq, loc in zip(pending, pending_loc, strict=True):
-                reason = counter.render_error(seq) if not isinstance(seq, str) else None
+                render_error = getattr(counter, "render_error", None)
+                reason = render_error(seq) if render_error and not isinstance(seq, str) else None
                 if reason:
                     errors["template_error"].add(loc, reason)
                     counts.append(0)
@@ -259,11 +267,18 @@ def analyze(source: str | Path, *, seq_len: int = 2048, micro_batch_size: int = 
     notes = []
     if getattr(counter, "template_note", ""):
         notes.append(counter.template_note)
+    long_texts = getattr(getattr(counter, "inner", counter), "long_texts", 0)
+    if long_texts:
+        from .tokencount import LONG_TEXT_CHARS
+
+        notes.append(f"{long_texts:,} sequence(s) longer than {LONG_TEXT_CHARS:,} characters: counted on their first "
+                     f"{LONG_TEXT_CHARS:,} characters and scaled by length, +/-{100 * counter.uncertainty:.1f} % "
+                     "on the total (training truncates them at --seq-len).")
     if isinstance(counter, SampledCounter) and counter.estimated:
         notes.append(f"{len(lengths) - counter.estimated:,} of {len(lengths):,} sequences tokenized exactly (the first "
                      f"{counter.exact_first:,}, then 1 in {counter.every}); the rest from this file's own tokens per "
                      f"character (+/-{100 * counter.uncertainty:.2f} %). --count-all tokenizes every one.")
-    elif not counter.exact:
+    elif not counter.exact and hasattr(counter, "ratio"):
         notes.append(f"Token counts estimated from characters ({counter.ratio:.2f} chars/token, "
                      f"+/-{100 * counter.uncertainty:.0f} %); pass --tokenizer or a --model folder with "
                      "tokenizer.json for exact counts.")

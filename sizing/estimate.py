@@ -58,6 +58,7 @@ class Estimate:
                 "id": self.model.model_id,
                 "family": arch.family,
                 "source": self.model.source,
+                "citation": self.model.citation,
                 "params": arch.breakdown(),
                 "published_params_b": self.model.published_params_b,
                 "trainable_params": self.memory.trainable_params,

@@ -69,12 +69,15 @@ def _make(row: dict) -> GPU:
     return GPU(**fields)
 
 
-def get_gpu(name: str) -> GPU:
-    """Look a GPU up by name or alias, case-insensitive (`h100`, `RTX 4090`, `a100-80gb`)."""
-    row = _index().get(_key(name))
+def get_gpu(name: str, option: str = "--gpu") -> GPU:
+    """Look a GPU up by name or alias, case-insensitive (`h100`, `RTX 4090`, `a100-80gb`).
+
+    `option` is what the user wrote it in (--gpu, --local, a price file's row) so the error names that.
+    """
+    row = _index().get(_key(str(name)))
     if row is None:
-        close = difflib.get_close_matches(_key(name), list(_index()), n=4, cutoff=0.4)
+        close = difflib.get_close_matches(_key(str(name)), list(_index()), n=4, cutoff=0.4)
         hint = f" Closest: {', '.join(close)}." if close else ""
         known = ", ".join(r["name"] for r in _rows())
-        raise UnknownGPUError(f"--gpu '{name}' is not a GPU ftplan knows.{hint} Known GPUs: {known}.")
+        raise UnknownGPUError(f"{option} '{name}' is not a GPU ftplan knows.{hint} Known GPUs: {known}.")
     return _make(row)

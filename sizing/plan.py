@@ -19,6 +19,7 @@ from .architecture import Architecture
 from .gpus import GPU, get_gpu
 from .method import REFERENCE_FORWARD, MethodChoice
 from .prices import GpuPrice, PriceBook, parse_date
+from .prices import today as clock
 from .setup import TrainingSetup
 from .setupsearch import SetupSearch
 from .throughput import flops_per_token
@@ -283,7 +284,7 @@ def search(
                                       local.count, choice.setup.adapter, choice.setup.effective_distributed,
                                       choice.need, local.gpu.memory_bytes, choice.tokens_per_second,
                                       choice.train_seconds, wall, 0.0, local.usd_per_hour, f"{how}; {cost}",
-                                      str(today or date.today()), [choice.describe(), f"start-up {start_how}"],
+                                      str(today or clock()), [choice.describe(), f"start-up {start_how}"],
                                       choice.to_dict(), billed, choice.speed.mfu, choice.setup)))
     plans += api_plans(arch, work, method, book, providers, today, notes, model_id=model_id)
     plans.sort(key=lambda p: (p.usd, p.hours if p.hours is not None else math.inf))
@@ -313,7 +314,7 @@ def openai_plans(work: Workload, book: PriceBook, today: date | None, notes: lis
     if work.objective not in oa["objectives"]:
         notes.append(f"OpenAI fine-tunes with SFT, DPO and reinforcement fine-tuning; not {work.objective}.")
         return []
-    today = today or date.today()
+    today = today or clock()
     out = []
     tokens = work.billable_tokens_per_epoch * work.epochs
     for model, rate in oa["models"].items():
@@ -385,7 +386,7 @@ def api_plans(arch: Architecture, work: Workload, method: MethodChoice, book: Pr
 def openai_status(book: PriceBook, today: date | None = None) -> tuple[bool, str]:
     """(still open to new jobs, the sentence to show) from the shutdown calendar in the price data."""
     oa = book.apis["openai"]
-    today = today or date.today()
+    today = today or clock()
     cutoff = parse_date(oa["no_new_jobs_after"])
     if today > cutoff:
         return False, (f"OpenAI stopped accepting new fine-tuning jobs after {oa['no_new_jobs_after']}; fine-tune an "

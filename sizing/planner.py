@@ -125,6 +125,7 @@ def plan_for_data(
     precompute_ref: bool = False,
     speed_corrections: dict[str, tuple[float, int]] | None = None,
     today: date | None = None,
+    model_option: str = "--model",
 ) -> PlanResult:
     base = (setup or TrainingSetup()).validate()
     if epochs is not None and not 1 <= epochs <= 100:
@@ -132,7 +133,7 @@ def plan_for_data(
     for name, value in (("--max-cost", max_cost), ("--max-hours", max_hours)):
         if value is not None and value <= 0:
             raise InvalidValueError(f"{name} {value:g} is impossible: give a positive number.")
-    src = resolve_model(model)
+    src = resolve_model(model, option=model_option)
     arch = src.arch
     tok = find_tokenizer(model, src.model_id, tokenizer)
     stats = analyze(data, seq_len=base.seq_len, micro_batch_size=base.micro_batch_size, max_context=arch.max_position,
@@ -151,7 +152,7 @@ def plan_for_data(
     if teacher:
         if choice.objective != "distillation":
             raise InvalidValueError(f"--teacher is for --method distillation (this plan is {choice.objective}).")
-        work = replace(work, teacher_params=resolve_model(teacher).arch.total_params)
+        work = replace(work, teacher_params=resolve_model(teacher, option="--teacher").arch.total_params)
     book = prices or load_prices()
     all_plans, notes = search(arch, work, choice, base, book, gpus=gpus, counts=counts, providers=providers,
                               local=local, region=region, today=today, speed_corrections=speed_corrections,

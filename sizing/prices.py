@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, InvalidValueError
 from .gpus import get_gpu
 
 STALE_DAYS = 90
@@ -43,6 +43,21 @@ class GpuPrice:
 def parse_date(text: str) -> date:
     parts = [int(p) for p in str(text).split("-")]
     return date(parts[0], parts[1] if len(parts) > 1 else 1, parts[2] if len(parts) > 2 else 1)
+
+
+def today() -> date:
+    """Today, or FTPLAN_TODAY (YYYY-MM-DD): the one clock for price ages, the OpenAI calendar and plans.
+
+    Every command reads it here, so `estimate`, `prices` and `run` agree on what day it is.
+    """
+    env = os.environ.get("FTPLAN_TODAY")
+    if not env:
+        return date.today()
+    try:
+        return date.fromisoformat(env.strip())
+    except ValueError:
+        raise InvalidValueError(f"FTPLAN_TODAY={env!r} is not a date: give YYYY-MM-DD (e.g. 2026-12-02), or unset "
+                                "it for today.") from None
 
 
 @lru_cache(maxsize=1)
@@ -74,9 +89,9 @@ class PriceBook:
     local: dict
     user_file: str | None = None
 
-    def stale(self, today: date | None = None) -> list[GpuPrice]:
-        today = today or date.today()
-        return [r for r in self.gpu_rows if r.age_days(today) > STALE_DAYS]
+    def stale(self, on: date | None = None) -> list[GpuPrice]:
+        on = on or today()
+        return [r for r in self.gpu_rows if r.age_days(on) > STALE_DAYS]
 
 
 def _row(raw: dict, where: str) -> GpuPrice:
@@ -92,12 +107,19 @@ def _row(raw: dict, where: str) -> GpuPrice:
         parse_date(raw["as_of"])
     except ValueError:
         raise DataError(f"{where}: as_of {raw['as_of']!r} is not a date (YYYY-MM-DD or YYYY-MM).") from None
-    gpu = get_gpu(raw["gpu"]).name  # UnknownGPUError names the closest GPUs
-    counts = tuple(int(c) for c in raw.get("counts", [1, 2, 4, 8]))
+    gpu = get_gpu(raw["gpu"], f"{where}: price row for {raw['provider']}: gpu").name  # names the closest GPUs
+    counts = raw.get("counts", [1, 2, 4, 8])
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise DataError(f"{where}: counts {counts!r} for {raw['provider']} {gpu} must be a list of whole numbers "
+                        "of GPUs per node, e.g. counts = [1, 2, 4, 8].")
+    counts = tuple(counts)
+    max_nodes = raw.get("max_nodes", 1)
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
+        raise DataError(f"{where}: max_nodes {max_nodes!r} for {raw['provider']} {gpu} must be a whole number >= 1.")
     if not counts or any(c < 1 or c > 8 for c in counts):
         raise DataError(f"{where}: counts {list(counts)} for {raw['provider']} {gpu} must be GPUs per node, 1 to 8.")
     return GpuPrice(provider=str(raw["provider"]).lower(), gpu=gpu, usd_per_gpu_hour=float(price), counts=counts,
-                    source=str(raw["source"]), as_of=str(raw["as_of"]), max_nodes=int(raw.get("max_nodes", 1)),
+                    source=str(raw["source"]), as_of=str(raw["as_of"]), max_nodes=max_nodes,
                     billing=str(raw.get("billing", "per_second")),
                     native_name=str(raw.get("modal_gpu") or raw.get("instance") or ""))
 
@@ -113,7 +135,11 @@ def load_prices(user_file: str | Path | None = None) -> PriceBook:
     if path.is_file():
         used = str(path)
         extra = _load_toml(path)
-        for raw in extra.get("gpu", []):
+        gpu_rows = extra.get("gpu", [])
+        if not isinstance(gpu_rows, list) or not all(isinstance(r, dict) for r in gpu_rows):
+            raise DataError(f"{path}: 'gpu' must be a list of tables, written [[gpu]] once per row (see the README, "
+                            "'Your own prices').")
+        for raw in gpu_rows:
             new = _row(raw, str(path))
             rows = [r for r in rows if not (r.provider == new.provider and r.gpu == new.gpu
                                              and set(r.counts) & set(new.counts))]
@@ -122,8 +148,14 @@ def load_prices(user_file: str | Path | None = None) -> PriceBook:
                                                         "boot_source": "assumption [U]: a provider from your file",
                                                         "download_mb_per_s": 200,
                                                         "download_source": "assumption [U]"})
-        for key, value in extra.get("local", {}).items():
+        local = extra.get("local", {})
+        if not isinstance(local, dict):
+            raise DataError(f"{path}: 'local' must be a table ([local] with key = value lines).")
+        for key, value in local.items():
             if key not in data["local"]:
                 raise DataError(f"{path}: [local] has no setting '{key}'; known: {sorted(data['local'])}.")
+            if isinstance(data["local"][key], (int, float)) and (isinstance(value, bool)
+                                                                 or not isinstance(value, (int, float)) or value < 0):
+                raise DataError(f"{path}: [local] {key} = {value!r} must be a number >= 0.")
             data["local"][key] = value
     return PriceBook(rows, data["providers"], data["apis"], data["local"], used)

@@ -87,11 +87,11 @@ def _special(value) -> str:
     return value or ""
 
 
+LONG_TEXT_CHARS = 200_000  # past this, a sequence's tokens are counted on its head and scaled
+
+
 class TokenizerCounter:
     """Exact counts with a `tokenizer.json` (and the chat template from `tokenizer_config.json`)."""
-
-    exact = True
-    uncertainty = 0.0
 
     def __init__(self, tokenizer_json: Path):
         try:
@@ -129,11 +129,48 @@ class TokenizerCounter:
             return str(exc) or type(exc).__name__
         return None
 
+    long_texts = 0  # sequences counted from their first LONG_TEXT_CHARS characters
+    counted_tokens = 0  # all tokens counted so far, and those extrapolated past a long text's head
+    scaled_tokens = 0
+    scale_error = 0.0  # largest relative gap between a long text's head and tail chars/token
+
+    @property
+    def exact(self) -> bool:
+        return self.long_texts == 0
+
+    @property
+    def uncertainty(self) -> float:
+        """Zero when every token was counted; else the extrapolated share times the head/tail disagreement."""
+        if not self.scaled_tokens:
+            return 0.0
+        return round(max(0.01, self.scale_error) * self.scaled_tokens / self.counted_tokens, 4)
+
+    def _encode(self, texts: list[str], special: bool) -> list[int]:
+        """Token counts; a text past LONG_TEXT_CHARS is counted on its head and scaled by its length, so one
+        50 MB line costs what 200k characters do (its tokens past --seq-len are truncated anyway). Its last
+        LONG_TEXT_CHARS / 4 characters are counted too: how far their chars/token differ from the head's is
+        the extrapolation's uncertainty."""
+        heads = [t[:LONG_TEXT_CHARS] for t in texts]
+        counts = [len(e.ids) for e in self.tok.encode_batch(heads, add_special_tokens=special)]
+        for i, text in enumerate(texts):
+            if len(text) > LONG_TEXT_CHARS:
+                self.long_texts += 1
+                tail = LONG_TEXT_CHARS // 4
+                tail_n = len(self.tok.encode(text[-tail:], add_special_tokens=False).ids)
+                head_rate, tail_rate = counts[i] / LONG_TEXT_CHARS, tail_n / tail
+                if head_rate:
+                    self.scale_error = max(self.scale_error, abs(tail_rate - head_rate) / head_rate)
+                scaled = round(counts[i] * len(text) / LONG_TEXT_CHARS)
+                self.scaled_tokens += scaled - counts[i]
+                counts[i] = scaled
+        self.counted_tokens += sum(counts)
+        return counts
+
     def count(self, seqs: list[Sequence]) -> list[int]:
         plain = [s for s in seqs if isinstance(s, str)]
         chats = [self._render(s) for s in seqs if not isinstance(s, str)]
-        plain_n = iter(len(e.ids) for e in self.tok.encode_batch(plain, add_special_tokens=True)) if plain else iter(())
-        chat_n = iter(len(e.ids) for e in self.tok.encode_batch(chats, add_special_tokens=False)) if chats else iter(())
+        plain_n = iter(self._encode(plain, True)) if plain else iter(())
+        chat_n = iter(self._encode(chats, False)) if chats else iter(())
         return [next(plain_n) if isinstance(s, str) else next(chat_n) for s in seqs]
 
 
@@ -202,14 +239,15 @@ class SampledCounter:
 
     @property
     def exact(self) -> bool:
-        return self.estimated == 0
+        return self.estimated == 0 and self.inner.exact
 
     @property
     def uncertainty(self) -> float:
-        """Relative error of the total: measured bias on sampled sequences plus their spread."""
+        """Relative error of the total: measured bias on sampled sequences plus their spread (plus the long
+        texts' extrapolation, `TokenizerCounter.uncertainty`)."""
         n, pred, actual, sq = self._check
         if not self.estimated or n < 2 or not actual:
-            return 0.0
+            return self.inner.uncertainty
         bias = abs(pred - actual) / actual
         spread = math.sqrt(sq / n) / (actual / n) / math.sqrt(n)
         share = self.estimated_tokens / (self.estimated_tokens + self.exact_tokens)

@@ -114,3 +114,36 @@ def test_job_ids_are_never_patterns(tmp_path, command):
     res = CliRunner().invoke(cli, [command, "%"], env={"FTPLAN_HOME": str(tmp_path)})
     assert res.exit_code == 2 and "no job '%'" in res.output
     assert store.get("20261202-070000-abcdef")["status"] == "running"
+
+
+def test_recipe_paths_are_relative_to_the_recipe_not_to_where_ftplan_runs(tmp_path):
+    """`ftplan plan proj/r.yaml` from another folder reads proj/data/chat.jsonl; a preset written elsewhere by
+    `init -o` still names the bundled example it was written with."""
+    import shutil
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    shutil.copy(examples / "chat.jsonl", proj / "data" / "chat.jsonl")
+    (proj / "r.yaml").write_text("model: Qwen/Qwen2.5-0.5B\ndata:\n  path: data/chat.jsonl\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [sys.executable, "-m", "ftplan.launcher.cli"]
+    out = subprocess.run([*cmd, "plan", str(proj / "r.yaml"), "--json"], cwd=elsewhere, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout)["dataset"]["source"] == str(proj / "data" / "chat.jsonl")
+    subprocess.run([*cmd, "init", "lora-sft", "-o", str(elsewhere / "preset.yaml")], cwd=examples.parent,
+                   capture_output=True, text=True, check=True)
+    planned = subprocess.run([*cmd, "plan", str(elsewhere / "preset.yaml"), "--json"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["dataset"]["source"] == str(examples / "chat.jsonl")
+
+
+def test_init_without_a_method_lists_the_presets_and_exits_0():
+    res = run("init")
+    assert res.exit_code == 0
+    for preset in ("lora-sft", "qlora-sft", "dpo", "grpo", "merge", "distillation"):
+        assert f"  {preset} " in res.output
+    assert "ftplan init --from plan.json" in res.output

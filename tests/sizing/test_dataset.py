@@ -178,5 +178,5 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
     pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="could not be read from the Hugging Face Hub"):
+    with pytest.raises(DataError, match="Hugging Face Hub dataset id it cannot be read now"):
         analyze("nobody-here/no-such-dataset-ftplan")

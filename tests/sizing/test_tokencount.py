@@ -76,3 +76,23 @@ def test_sampled_counter_with_count_all_is_exact(tmp_path):
     seqs = ["the quick brown fox"] * 300
     c = SampledCounter(TokenizerCounter(tok), exact_first=None)
     assert c.count(seqs) == TokenizerCounter(tok).count(seqs) and c.exact and c.uncertainty == 0
+
+
+def test_a_very_long_text_is_counted_on_its_head_scaled_and_marked_approximate(tmp_path):
+    """One 50 MB line once took 100 s and 10 GB; past LONG_TEXT_CHARS the head is tokenized and scaled.
+    The reference is the same tokenizer on the whole text."""
+    from tokenizers import Tokenizer
+
+    from ftplan.sizing.tokencount import LONG_TEXT_CHARS, TokenizerCounter
+
+    path = build_tokenizer(tmp_path / "tok")
+    text = ("the quick brown fox jumps over the lazy dog what is two plus two " * 20_000)[:1_000_000]
+    counter = TokenizerCounter(path)
+    [n] = counter.count([text])
+    whole = len(Tokenizer.from_file(str(path)).encode(text).ids)
+    assert len(text) > LONG_TEXT_CHARS and counter.long_texts == 1
+    assert abs(n - whole) / whole < 0.01
+    assert counter.exact is False and 0 < counter.uncertainty <= 0.05
+    short = TokenizerCounter(path)
+    short.count(["the quick brown fox"])
+    assert short.exact is True and short.uncertainty == 0.0
