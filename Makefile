@@ -1,6 +1,6 @@
 # Two entry points do all set-up on a fresh machine (see README):
 #   make estimate   installs ftplan (no torch) and plans a fine-tune of a bundled data set
-#   make test       installs ftplan with the dev, train and modal extras (CPU torch pinned) and runs the tests
+#   make test       installs ftplan with the dev, train, modal, plot and keyring extras (CPU torch pinned) and runs the tests
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.base
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,train,modal]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,train,modal,plot,keyring]'
 	touch $@
 
 estimate: $(VENV)/.base

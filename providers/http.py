@@ -47,7 +47,8 @@ def api_key(env_var: str, provider: str, signup: str) -> str:
             key = None
     if not key:
         raise FtplanError(f"{provider} needs an API key: export {env_var}=... (from {signup}), or store it with "
-                          f"`keyring set ftplan {env_var}`. ftplan never prints or stores it.")
+                          f"`keyring set ftplan {env_var}` (pip install 'ftplan[keyring]'). "
+                          "ftplan never prints or stores it.")
     return key
 
 

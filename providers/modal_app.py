@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from ftplan.recipes.schema import Recipe
+from ftplan.recipes.tracking import TRACKERS
 from ftplan.sizing.errors import FtplanError
 
 APP_NAME = "ftplan-train"
@@ -73,6 +74,8 @@ class ModalSpec:
     hours: float | None  # the plan's hours on this GPU (start-up included)
     fallbacks: list[dict] = field(default_factory=list)  # {"gpu", "count", "usd_per_hour"} each
     notes: list[str] = field(default_factory=list)
+    trackers: tuple[str, ...] = ()  # output.report_to: their packages are in `packages`
+    tracker_secrets: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (name, required keys)
 
     @property
     def gpus_per_node(self) -> int:
@@ -113,10 +116,30 @@ def _lock(name: str) -> tuple[str, ...]:
     return tuple(line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip())
 
 
-def image_packages(unsloth: bool, deepspeed: bool) -> tuple[str, ...]:
-    """The image's exact package set: one resolved lock (CI resolves it against the package index)."""
-    packages = _lock("modal-image-unsloth.lock" if unsloth else "modal-image.lock")
-    return packages + (_lock("modal-image-deepspeed.lock") if deepspeed else ())
+def image_packages(unsloth: bool, deepspeed: bool, trackers: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The image's exact package set: one resolved lock and its add-ons (CI resolves each against the index).
+
+    Add-ons (DeepSpeed, a lock per experiment tracker) were resolved with every pin of the base lock
+    held; a package two of them both pin must agree, else the recipe is refused here, by name.
+    """
+    packages = list(_lock("modal-image-unsloth.lock" if unsloth else "modal-image.lock"))
+    addons = (["modal-image-deepspeed.lock"] if deepspeed else []) + [f"modal-image-{t}.lock" for t in trackers]
+    pinned = {_name(p): (p, "the training stack") for p in packages}
+    for lock in addons:
+        what = lock.removeprefix("modal-image-").removesuffix(".lock")
+        for p in _lock(lock):
+            have = pinned.get(_name(p))
+            if have and have[0] != p:
+                raise FtplanError(f"the Modal image cannot hold {what} beside {have[1]}: they pin {have[0]} and {p}. "
+                                  "Report to fewer trackers at once (output.report_to).")
+            if not have:
+                pinned[_name(p)] = (p, what)
+                packages.append(p)
+    return tuple(packages)
+
+
+def _name(pin: str) -> str:
+    return pin.split("==")[0].strip().lower().replace("_", "-")
 
 
 def _best(plans: list[dict], gpu: str, count: int | None) -> dict | None:
@@ -179,15 +202,29 @@ def spec_for(recipe: Recipe, plan: dict | None, prices=None) -> ModalSpec:
                      f"{segment_seconds / 3600:,.1f} h, each resuming from the last checkpoint")
     per_node = count // nodes
     unsloth = count == 1 and recipe.method.adapter in ("lora", "qlora") and cfg.get("unsloth", True)
+    trackers = tuple(recipe.output.report_to)
+    clash = [t for t in trackers if not TRACKERS[t].unsloth_image]
+    if unsloth and clash:
+        unsloth = False
+        notes.append(f"PEFT image, not Unsloth's: {', '.join(clash)} cannot be installed beside Unsloth's pinned stack")
     deepspeed = recipe.hardware.distributed == "zero3" and count > 1
     return ModalSpec(
         gpu=gpu_str, gpu_name=gpu, gpus=count, nodes=nodes, cpu=float(modal["cpu_cores_per_gpu"] * per_node),
         memory_mib=int(modal["memory_gib_per_gpu"] * per_node * 1024), timeout=timeout,
         segment_seconds=segment_seconds, segments=segments, retries=RETRIES, region=region, region_kind=kind,
-        packages=image_packages(unsloth, deepspeed), unsloth=bool(unsloth), volumes=dict(VOLUMES),
+        packages=image_packages(unsloth, deepspeed, trackers), unsloth=bool(unsloth), volumes=dict(VOLUMES),
         secret=spec_secret(recipe),
         usd_per_hour=modal_usd_per_hour(rows[gpu].usd_per_gpu_hour, modal, count, kind), hours=hours,
-        fallbacks=fallbacks, notes=notes)
+        fallbacks=fallbacks, notes=notes, trackers=trackers, tracker_secrets=tracker_secrets(recipe))
+
+
+def tracker_secrets(recipe: Recipe) -> list[tuple[str, tuple[str, ...]]]:
+    """The Modal secrets carrying the trackers' keys: `wandb-secret` with WANDB_API_KEY (Modal's examples'
+    name), `mlflow-secret` with MLFLOW_TRACKING_URI; `providers.modal.<tracker>_secret` names another."""
+    cfg = recipe.providers.get("modal", {})
+    named = ((cfg.get(f"{name}_secret", TRACKERS[name].secret), TRACKERS[name].keys)
+             for name in recipe.output.report_to)
+    return [(secret, keys) for secret, keys in named if secret]
 
 
 def spec_secret(recipe: Recipe) -> str | None:
@@ -207,6 +244,10 @@ def describe(spec: ModalSpec) -> str:
         parts.append(f"region={spec.region} (x{spec.region_kind} price)")
     if spec.secret:
         parts.append(f"secret {spec.secret}")
+    for name, _ in spec.tracker_secrets:
+        parts.append(f"secret {name}")
+    if spec.trackers:
+        parts.append(f"reports to {', '.join(spec.trackers)}")
     return (f"Modal: {', '.join(parts)}; ${spec.usd_per_hour:,.2f}/h for GPUs, CPU and memory; image pins "
             f"{len(spec.packages)} packages" + (" (Unsloth)" if spec.unsloth else ""))
 
@@ -242,6 +283,7 @@ def build_app(spec: ModalSpec, app_name: str = APP_NAME):
         image = image.add_local_dir(local, remote, ignore=["**/__pycache__/**"])
     volumes = {mount: modal.Volume.from_name(name, create_if_missing=True) for mount, name in spec.volumes.items()}
     secrets = [modal.Secret.from_name(spec.secret, required_keys=["HF_TOKEN"])] if spec.secret else []
+    secrets += [modal.Secret.from_name(name, required_keys=list(keys)) for name, keys in spec.tracker_secrets]
     app = modal.App(app_name, image=image)
     train_body = run_training
     if spec.nodes > 1:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from ftplan.recipes.schema import Recipe
 from ftplan.sizing.datafile import BadRecord, iter_records
 from ftplan.sizing.dataformat import as_messages, detect
 from ftplan.sizing.errors import DataError, FtplanError
-from ftplan.sizing.prices import PriceBook, load_prices, parse_date
+from ftplan.sizing.prices import PriceBook, load_prices, parse_date, today
 
 from .base import Job, Quote
 from .http import HTTPClient, api_key
@@ -34,12 +33,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TERMINAL = {"succeeded": "completed", "cancelled": "cancelled", "failed": "failed"}
 MIN_EXAMPLES = 10
 METHODS = {"sft": "supervised", "distillation": "supervised", "dpo": "dpo", "grpo": "reinforcement"}
-
-
-def today() -> date:
-    """Today, or FTPLAN_TODAY (YYYY-MM-DD) to see what the calendar says on another day."""
-    env = os.environ.get("FTPLAN_TODAY")
-    return parse_date(env) if env else date.today()
 
 
 def calendar_check(book: PriceBook, model: str, on: date) -> str:
@@ -207,6 +200,10 @@ def unsupported(recipe: Recipe) -> list[str]:
         out.append("hardware.gpu/gpus: OpenAI chooses the hardware; remove the hardware pins for --provider openai")
     if recipe.output.merge or recipe.output.push_to_hub:
         out.append("output.merge/push_to_hub: the model stays at OpenAI; remove them for --provider openai")
+    others = [t for t in recipe.output.report_to if t != "wandb"]
+    if others:
+        out.append(f"output.report_to {', '.join(others)}: OpenAI's only integration is Weights & Biases; keep wandb "
+                   "or remove them")
     return out
 
 
@@ -230,6 +227,13 @@ def job_body(recipe: Recipe, file_id: str, ftplan_job: str, validation_file: str
         method[kind]["grader"] = grader
     body = {"model": recipe.model, "training_file": file_id, "suffix": f"ftplan-{ftplan_job}"[:64],
             "seed": hp.seed, "metadata": {"ftplan_job": ftplan_job}, "method": method, **extra}
+    if "wandb" in recipe.output.report_to:
+        # OpenAI's W&B integration (`integrations`, openai-openapi.yaml); the W&B key is set once in the
+        # OpenAI organization's settings, not sent with the job.
+        wandb = {"project": recipe.output.project or "ftplan"}
+        if recipe.name:
+            wandb["name"] = recipe.name
+        body.setdefault("integrations", []).append({"type": "wandb", "wandb": wandb})
     if validation_file:
         body["validation_file"] = validation_file
     return body

@@ -146,6 +146,12 @@ def unsupported(recipe: Recipe) -> list[str]:
         out.append("hardware.gpu/gpus: Together chooses the hardware; remove the hardware pins for --provider together")
     if recipe.output.push_to_hub and not os.environ.get("HF_TOKEN"):
         out.append("output.push_to_hub: Together pushes with your Hugging Face token; export HF_TOKEN=hf_...")
+    others = [t for t in recipe.output.report_to if t != "wandb"]
+    if others:
+        out.append(f"output.report_to {', '.join(others)}: Together reports to Weights & Biases only; keep wandb or "
+                   "remove them")
+    if "wandb" in recipe.output.report_to and not os.environ.get("WANDB_API_KEY"):
+        out.append("output.report_to wandb: Together logs to W&B with your key; export WANDB_API_KEY=...")
     return out
 
 
@@ -181,7 +187,14 @@ def job_body(recipe: Recipe, file_id: str, suffix: str, validation_file: str | N
         body.update(validation_file=validation_file, n_evals=body["n_epochs"])
     if recipe.output.push_to_hub:
         body.update(hf_output_repo_name=recipe.output.push_to_hub, hf_api_token=os.environ.get("HF_TOKEN", ""))
-    body.update(recipe.providers.get("together", {}))  # provider-only knobs (wandb_*, n_checkpoints, ...)
+    if "wandb" in recipe.output.report_to:
+        # Together's own W&B integration (POST /fine-tunes wandb_* fields): the run's name and project as locally.
+        body.update(wandb_api_key=os.environ.get("WANDB_API_KEY", ""))
+        if recipe.output.project:
+            body["wandb_project_name"] = recipe.output.project
+        if recipe.name:
+            body["wandb_name"] = recipe.name
+    body.update(recipe.providers.get("together", {}))  # provider-only knobs (wandb_base_url, n_checkpoints, ...)
     return body
 
 

@@ -12,6 +12,7 @@ import os
 
 from .rewards import load_reward
 from .schema import Recipe
+from .tracking import trainer_args
 
 OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
               "paged_adamw_32bit": "paged_adamw_32bit", "sgd": "sgd"}
@@ -27,10 +28,11 @@ def common_args(recipe: Recipe, output_dir: str, cuda: bool, has_eval: bool) -> 
         gradient_checkpointing=hp.gradient_checkpointing, optim=OPTIMIZERS[hp.optimizer],
         weight_decay=hp.weight_decay, max_grad_norm=hp.max_grad_norm, seed=hp.seed, logging_steps=hp.logging_steps,
         save_strategy="steps" if ck.every_steps else "no", save_steps=ck.every_steps or 500,
-        save_total_limit=ck.keep, report_to=[], use_cpu=not cuda, bf16=hp.precision == "bf16",
+        save_total_limit=ck.keep, use_cpu=not cuda, bf16=hp.precision == "bf16",
         fp16=hp.precision == "fp16", include_num_input_tokens_seen=True, dataloader_num_workers=0,
         eval_strategy="epoch" if has_eval else "no", disable_tqdm=True,
     )
+    args.update(trainer_args(recipe))  # output.report_to: transformers' own tracker callbacks
     if recipe.method.adapter == "full" and hp.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return args

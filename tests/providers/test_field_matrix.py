@@ -169,3 +169,29 @@ def test_the_modal_body_trains_the_recipe_it_was_given():
     sent = modal_body(r)
     assert sent["method"] == r.model_dump(mode="json")["method"]
     assert sent["hyperparameters"] == r.model_dump(mode="json")["hyperparameters"]
+
+
+def test_report_to_reaches_each_providers_tracker_or_is_refused(monkeypatch):
+    """Local and Modal: transformers' TrainingArguments.report_to (its own callbacks log); Together: the wandb_*
+    fields of POST /fine-tunes (together-openapi.yaml); OpenAI: `integrations` [{type: wandb}] (openai-openapi.yaml)."""
+    from trl import SFTConfig
+
+    r = recipe(name="run-7", output={"report_to": ["wandb", "tensorboard"], "project": "acme"})
+    from ftplan.recipes.trainers import common_args
+
+    args = SFTConfig(**common_args(r, "out", cuda=False, has_eval=False))  # TRL's own config validates them
+    assert args.report_to == ["wandb", "tensorboard"] and args.run_name == "run-7" and args.project == "acme"
+    assert modal_body(r)["output"]["report_to"] == ["wandb", "tensorboard"]
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert "output.report_to tensorboard: Together reports to Weights & Biases only" in together_outcome(r)
+    wandb_only = recipe(name="run-7", output={"report_to": "wandb", "project": "acme"})
+    assert "export WANDB_API_KEY" in together_outcome(wandb_only)
+    monkeypatch.setenv("WANDB_API_KEY", "k-123")
+    body = together_outcome(wandb_only)
+    assert (body["wandb_api_key"], body["wandb_project_name"], body["wandb_name"]) == ("k-123", "acme", "run-7")
+    oa = openai_outcome(recipe(model=OA_MODEL, name="run-7", output={"report_to": ["wandb"], "project": "acme"}))
+    assert oa["integrations"] == [{"type": "wandb", "wandb": {"project": "acme", "name": "run-7"}}]
+    assert "OpenAI's only integration is Weights & Biases" in openai_outcome(
+        recipe(model=OA_MODEL, output={"report_to": ["mlflow"]}))
+    assert together_outcome(recipe()).get("wandb_api_key") is None and "integrations" not in openai_outcome(
+        recipe(model=OA_MODEL))

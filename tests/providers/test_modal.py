@@ -117,6 +117,37 @@ def test_app_is_built_from_real_sdk_objects():
     assert isinstance(cluster_fn, modal.Function) and big.nodes == 2
 
 
+def test_trackers_bring_their_packages_and_secrets_and_steer_off_an_image_they_cannot_join():
+    wandb = modal_app.spec_for(recipe(output={"report_to": ["wandb"], "project": "acme"}),
+                               plan_with(modal_row("A10G", 1, 0.5)))
+    assert wandb.unsloth and any(p.startswith("wandb==") for p in wandb.packages)
+    assert wandb.tracker_secrets == [("wandb-secret", ("WANDB_API_KEY",))]  # Modal's examples' name and key
+    mlflow = modal_app.spec_for(recipe(output={"report_to": ["mlflow"]},
+                                       providers={"modal": {"mlflow_secret": "team-mlflow"}}),
+                                plan_with(modal_row("A10G", 1, 0.5)))
+    assert not mlflow.unsloth and any("Unsloth" in n for n in mlflow.notes)
+    assert any(p.startswith("mlflow-skinny==") for p in mlflow.packages)
+    assert mlflow.tracker_secrets == [("team-mlflow", ("MLFLOW_TRACKING_URI",))]
+    tb = modal_app.spec_for(recipe(output={"report_to": "tensorboard"}), plan_with(modal_row("A10G", 1, 0.5)))
+    assert tb.tracker_secrets == [] and any(p.startswith("tensorboard==") for p in tb.packages)
+    with pytest.raises(FtplanError, match="cannot hold trackio beside tensorboard: they pin pillow"):
+        modal_app.spec_for(recipe(output={"report_to": ["tensorboard", "trackio"]}),
+                           plan_with(modal_row("H100", 2, 0.5)))
+    app, _, train = modal_app.build_app(wandb)
+    assert len(train._spec_.secrets) == 1
+    assert "secret wandb-secret" in modal_app.describe(wandb) and "reports to wandb" in modal_app.describe(wandb)
+
+
+def test_a_tracker_without_its_secret_is_refused_before_any_upload(tmp_path):
+    from modal_local import LocalModalService
+
+    svc = LocalModalService(tmp_path, secrets=())
+    provider = modal_provider.ModalProvider(svc)
+    with pytest.raises(FtplanError, match="modal secret create wandb-secret WANDB_API_KEY=") as err:
+        provider.check_ready(recipe(output={"report_to": ["wandb"]}))
+    assert "output.report_to wandb" in str(err.value) and svc.uploaded == []
+
+
 def test_not_authenticated_is_refused_before_any_upload(tmp_path):
     with pytest.raises(FtplanError, match="modal token new"):
         modal_provider.check_auth({"MODAL_CONFIG_PATH": str(tmp_path / "none.toml")})

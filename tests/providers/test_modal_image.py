@@ -18,6 +18,13 @@ from ftplan.providers import modal_app
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = {"peft": (False, False), "unsloth": (True, False), "deepspeed": (False, True)}
+# Every tracker on the PEFT image, the trackers Unsloth's pins admit on its image, and each pair
+# image_packages accepts (it refuses, by name, the pairs whose locks disagree: tensorboard + trackio).
+TRACKER_SETS = {f"peft+{t}": (False, False, (t,)) for t in ("wandb", "mlflow", "tensorboard", "trackio")} | {
+    f"unsloth+{t}": (True, False, (t,)) for t in ("wandb", "tensorboard")} | {
+    "peft+wandb+mlflow+tensorboard": (False, False, ("wandb", "mlflow", "tensorboard")),
+    "peft+wandb+trackio": (False, False, ("wandb", "trackio")), "unsloth+wandb+tensorboard": (True, False, (
+        "wandb", "tensorboard"))}
 
 
 def uv() -> list[str]:
@@ -25,9 +32,9 @@ def uv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "uv"]
 
 
-@pytest.mark.parametrize("name", sorted(SETS))
+@pytest.mark.parametrize("name", sorted(SETS) + sorted(TRACKER_SETS))
 def test_the_image_set_resolves_on_the_index_exactly_as_pinned(tmp_path, name):
-    packages = modal_app.image_packages(*SETS[name])
+    packages = modal_app.image_packages(*(SETS | TRACKER_SETS)[name])
     req = tmp_path / "image.txt"
     req.write_text("\n".join(packages) + "\n")
     res = subprocess.run([*uv(), "pip", "compile", str(req), "--python-version", modal_app.PYTHON,
@@ -56,3 +63,12 @@ def test_unsloths_image_honours_unsloths_own_bounds():
 
     assert Version(pins["trl"]) <= Version("1.15.0") and Version(pins["transformers"]) <= Version("5.17.0")
     assert Version(pins["datasets"]) < Version("5") and Version(pins["torch"]) < Version("2.15")
+
+
+def test_tracker_pairs_whose_locks_disagree_are_refused_by_name():
+    from ftplan.sizing.errors import FtplanError
+
+    with pytest.raises(FtplanError, match="trackio beside tensorboard"):
+        modal_app.image_packages(False, False, ("tensorboard", "trackio"))
+    with pytest.raises(FtplanError, match="mlflow beside the training stack"):
+        modal_app.image_packages(True, False, ("mlflow",))
