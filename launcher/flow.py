@@ -33,6 +33,7 @@ from ftplan.sizing.errors import FtplanError
 
 from . import jobs
 from .jobstore import TERMINAL, JobStore
+from .progress import gate_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_WATCH_STOPPED = 0, 1, 2, 3, 4
 
@@ -67,7 +68,7 @@ def run(req: RunRequest, ui: UI) -> int:
         raise FtplanError(f"--max-cost {req.max_cost:g} is impossible: give a positive number of USD.")
     provider = registry.get(req.provider)
     recipe = load_recipe(req.recipe)
-    store = JobStore() if req.resume else None
+    store = JobStore()  # a job store that cannot be opened fails here, before anything is checked or paid
     previous = _previous(store, req.resume, provider, recipe) if req.resume else None
     _check_inputs(recipe, req)
     provider.check_ready(recipe)  # installed, logged in, keys, the provider's limits: before any upload
@@ -90,7 +91,6 @@ def run(req: RunRequest, ui: UI) -> int:
         if not ui.ask(f"Start {recipe.name or Path(req.recipe).stem} on {provider.name}{price}?", not paid):
             ui.say("Not started.")
             return EXIT_OK
-    store = store or JobStore()
     job = _create(store, provider, recipe, req, plan, quote, previous)
     ui.say(f"job {job.id} started on {provider.name} (folder {job.folder})")
     if req.detach:
@@ -108,9 +108,21 @@ def run(req: RunRequest, ui: UI) -> int:
 
 
 def _check_inputs(recipe: Recipe, req: RunRequest) -> None:
-    """Everything the run will read, checked before a job exists: data, eval data, golden set."""
-    from ftplan.recipes.data import check_data, check_eval_data
+    """Everything the run will read or write, checked before a job exists.
 
+    The model folder, the data and eval data (every line), the golden set and the output folder:
+    each of these failing inside training would leave a job that started and died for a typo.
+    """
+    from ftplan.recipes.data import check_data, check_eval_data
+    from ftplan.recipes.preflight import check_model_path, check_output_dir
+
+    check_model_path(recipe.model, "model")
+    if recipe.method.teacher and recipe.method.generate_with_teacher:
+        check_model_path(recipe.method.teacher, "method.teacher")
+    if recipe.method.merge:
+        for i, adapter in enumerate(recipe.method.merge.adapters):
+            check_model_path(adapter, f"method.merge.adapters[{i}]")
+    check_output_dir(recipe.output.dir)
     if recipe.method.objective != "merge":
         fmt, _ = check_data(recipe)
         check_eval_data(recipe, fmt)
@@ -273,6 +285,9 @@ def _cancel_quietly(store: JobStore, job_id: str, state) -> None:
 def finish(store: JobStore, record: dict, ui: UI, provider: Provider, signal_name: str | None = None) -> int:
     """After the job ended: outputs into its folder, the eval gate where the run did not run it, the exit code."""
     job_id, status = record["id"], record["status"]
+    curve = jobs.write_loss_curve(store, record)
+    if curve:
+        ui.say(f"loss curve: {curve}")
     if status == "completed":
         if provider.has_outputs:
             try:
@@ -285,9 +300,9 @@ def finish(store: JobStore, record: dict, ui: UI, provider: Provider, signal_nam
             ui.say(f"fine-tuned model: {(record.get('actuals') or {}).get('output')} (kept by {provider.name})")
         return _gate_after(store, store.get(job_id), ui)
     if status == "blocked":
-        reasons = "; ".join((record.get("eval") or {}).get("reasons", []))
-        ui.warn(f"job {job_id}: the adapter is BLOCKED by the eval gate ({reasons}). It is kept in "
-                f"{record['output_dir']} but was not merged or pushed; `ftplan eval {job_id}` shows the details.")
+        ui.warn("\n".join(gate_lines(record.get("eval"))))
+        ui.warn(f"job {job_id}: the adapter is BLOCKED by the eval gate. It is kept in {record['output_dir']} but was "
+                f"not merged or pushed; `ftplan eval {job_id}` shows the failed items.")
         return EXIT_FAILED
     if status == "cancelled":
         why = {"SIGTERM": "on SIGTERM", "SIGHUP": "on SIGHUP (the terminal closed)",
@@ -315,9 +330,10 @@ def _gate_after(store: JobStore, record: dict, ui: UI) -> int:
         ui.warn(f"the eval gate did not run ({exc}); `ftplan eval {record['id']}` runs it.")
         return EXIT_OK
     if not result["passed"]:
-        ui.warn(f"job {record['id']}: the model is BLOCKED by the eval gate ({'; '.join(result['reasons'])}).")
+        ui.warn("\n".join(gate_lines(result)))
+        ui.warn(f"job {record['id']}: the model is BLOCKED by the eval gate.")
         return EXIT_FAILED
-    ui.say(f"eval gate passed on {result['golden']}")
+    ui.say("\n".join(gate_lines(result)))
     return EXIT_OK
 
 

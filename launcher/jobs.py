@@ -32,8 +32,13 @@ RECORD = "job.json"
 
 @contextmanager
 def job_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".ftplan.lock", "a") as fh:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / ".ftplan.lock", "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise FtplanError(f"the job folder {folder} cannot be used ({exc.strerror or exc}): it was moved, deleted or "
+                          "made unwritable. Put it back, or `ftplan jobs --import DIR` from where it now is.") from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -198,6 +203,28 @@ def pull(store: JobStore, job_id: str, checkpoints: bool = False) -> Path | None
         store.update(job["id"], provider_ids=v.state)
     store.update(job["id"], outputs={"path": str(dest) if dest else None, "at": time.time()})
     return dest
+
+
+def write_loss_curve(store: JobStore, job: dict) -> Path | None:
+    """`loss.svg` in the job's folder, beside the adapter: the loss by step from the job's events.
+
+    Written for any provider whose events carry a loss (local, Modal; Together's do not), once the
+    job has ended; a folder that cannot be written is not worth failing the run over.
+    """
+    points = [(int(e["step"]), float(e["loss"])) for e in store.events(job["id"])
+              if e.get("type") == "step" and isinstance(e.get("loss"), (int, float)) and e.get("step") is not None]
+    if len(points) < 2 or not job.get("output_dir"):
+        return None
+    from .plot import loss_svg
+
+    path = Path(job["output_dir"]) / "loss.svg"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(loss_svg(points, f"{job.get('name') or job['id']}: training loss (job {job['id']})"),
+                        encoding="utf-8")
+    except OSError:
+        return None
+    return path
 
 
 def outputs_path(job: dict) -> Path | None:

@@ -41,6 +41,11 @@ class LocalProvider:
             raise FtplanError(f"training here needs {', '.join(missing)}: pip install 'ftplan[train]' (and "
                               "'ftplan[gpu]' for Unsloth on a CUDA machine). Nothing was started.")
         preflight.check(recipe)
+        from ftplan.recipes.tracking import missing_message, missing_packages
+
+        trackers = missing_packages(recipe)
+        if trackers:
+            raise FtplanError(missing_message(recipe, trackers))
 
     def quote(self, recipe: Recipe, plan: dict | None) -> Quote:
         lp = (plan or {}).get("local")
@@ -87,6 +92,9 @@ class LocalProvider:
         events, _ = read_events(job.events_path, job.events_offset)
         if any(e.get("type") in ("finished", "failed") for _, e in events):
             return []
+        said = _last_error(job.folder / "train.log")
+        if said:  # the program said why but could not record it (a full disk refuses the events file too)
+            return [{"type": "failed", "error": said, "kind": "crash"}]
         return [{"type": "failed", "error": "the training process exited without a final event (killed or out of "
                  "memory; see train.log in the job folder); its checkpoints are kept: `ftplan run RECIPE --resume "
                  f"{job.id}` continues", "kind": "vanished"}]
@@ -132,3 +140,15 @@ def alive(pid: int | None, started: int | None = None) -> bool:
     if fields[0] == "Z":  # exited, not yet reaped by its parent
         return False
     return started is None or int(fields[19]) == started
+
+
+def _last_error(log: Path) -> str | None:
+    """The program's own `ftplan: error: ...` line at the end of its log, if it printed one."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 16384))
+            tail = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    return next((ln.removeprefix("ftplan: error: ") for ln in reversed(tail) if ln.startswith("ftplan: error: ")),
+                None)

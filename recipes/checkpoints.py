@@ -10,8 +10,10 @@ damaged after the fact (a full disk, a copy cut short) no longer ends the resume
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
 import struct
 import time
 import zipfile
@@ -112,3 +114,44 @@ def pick_resumable(roots: list[str | Path]) -> tuple[Path | None, list[tuple[Pat
             return folder, skipped
         skipped.append((folder, why))
     return None, skipped
+
+
+# What torch's zip writer says when a write comes up short (a full disk, a file-size limit): it
+# does not carry the OS error, so the text is all there is (caffe2/serialize/inline_container.cc).
+_TORCH_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed")
+_OS_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "a file-size limit was reached"}
+
+
+def write_failure(exc: BaseException, root: str | Path) -> str | None:
+    """A sentence for a checkpoint or output write that failed for want of space, or None for other errors.
+
+    The partial checkpoint it leaves (no completion marker, so never resumed from) is removed to give
+    the space back; completed checkpoints are kept and named, with how to continue from them.
+    """
+    chain = [exc]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    why = next((_OS_FULL[e.errno] for e in chain if isinstance(e, OSError) and e.errno in _OS_FULL), None)
+    said = next((str(e) for e in chain if isinstance(e, RuntimeError) and any(t in str(e) for t in _TORCH_SHORT_WRITE)),
+                None)
+    if why is None and said:
+        phrase = next(said[said.index(t):].splitlines()[0] for t in _TORCH_SHORT_WRITE if t in said)
+        why = f"the disk is full or a file-size limit was reached (torch: {phrase[:80]})"
+    if why is None:
+        return None
+    root = Path(root)
+    removed = [folder for _, folder, complete in checkpoints(root) if not complete]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    kept = last_complete(root)
+    where = root if root.exists() else root.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**30:,.1f} GiB free there now"
+    except OSError:
+        free = "free space unknown"
+    return (f"writing to {root.parent} failed: {why}; {free}. "
+            + (f"Removed the half-written {', '.join(f.name for f in removed)}. " if removed else "")
+            + (f"The last complete checkpoint, {kept.name}, is kept: free some space (or lower checkpoint.keep), "
+               "then continue with `ftplan run RECIPE --resume JOB`." if kept else
+               "No checkpoint had completed yet: free some space, then run again."))

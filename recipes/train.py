@@ -105,6 +105,13 @@ def run(recipe_path: str, output: str | None, events_path: str | None, opts: Pro
 
         preflight.check(recipe)
         fmt, stats = check_data(recipe)  # every line, before any heavy import
+    from .tracking import environment, missing_message, missing_packages
+
+    missing = missing_packages(recipe)
+    if missing:
+        raise FtplanError(missing_message(recipe, missing))
+    for key, value in environment(recipe, out).items():
+        os.environ.setdefault(key, value)
         check_eval_data(recipe, fmt)
     if recipe.eval.golden and not opts.skip_eval:
         from .golden import file_sha256, load_golden
@@ -279,7 +286,7 @@ def run_gate(recipe: Recipe, target: Path, golden_sha256: str | None, writer: Ev
     result = evaluate(recipe.model, target, recipe.eval.golden, thresholds=recipe.eval.thresholds,
                       expected_sha256=golden_sha256, judge_cfg=recipe.eval.judge).to_dict()
     writer.emit("eval", gate="passed" if result["passed"] else "blocked", reasons=result["reasons"],
-                categories=result["categories"], golden_sha256=result["golden_sha256"])
+                categories=result["categories"], golden=str(result["golden"]), golden_sha256=result["golden_sha256"])
     return {k: v for k, v in result.items() if k != "items"} | {"failed_items": [
         i for i in result["items"] if i["base"] and not i["adapter"]][:20]}
 
@@ -335,11 +342,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ftplan: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a crash mid-training: record it, keep checkpoints, exit 1
-        if writer:
-            writer.emit("failed", error=f"{type(exc).__name__}: {exc}", kind="crash",
-                        traceback=traceback.format_exc()[-4000:])
-        traceback.print_exc()
+        from .checkpoints import write_failure
+
+        out = Path(args.output) if args.output else _output_dir(args.recipe)
+        full = write_failure(exc, out / "checkpoints") if out else None
+        try:
+            if writer and full:
+                writer.emit("failed", error=full, kind="disk_full")
+            elif writer:
+                writer.emit("failed", error=f"{type(exc).__name__}: {exc}", kind="crash",
+                            traceback=traceback.format_exc()[-4000:])
+        except OSError:  # the disk that filled may refuse the event too: stderr still says it
+            pass
+        if full:
+            print(f"ftplan: error: {full}", file=sys.stderr)
+        else:
+            traceback.print_exc()
         return 1
+
+
+def _output_dir(recipe_path: str) -> Path | None:
+    try:
+        return Path(load_recipe(recipe_path).output.dir)
+    except FtplanError:
+        return None
 
 
 if __name__ == "__main__":

@@ -109,3 +109,26 @@ def test_multi_node_accelerate_config_names_the_main_machine(tmp_path):
     assert (cfg["num_processes"], cfg["num_machines"], cfg["machine_rank"], cfg["main_process_ip"]) == \
         (16, 2, 1, "10.0.0.1")
     assert "--config_file" in cmd
+
+
+def test_a_full_disk_is_named_and_the_half_written_checkpoint_removed(tmp_path):
+    """ENOSPC as the OS raises it (here the errno, as on a full disk) and torch's zip-writer text: both name the
+    cause, remove the checkpoint without a completion marker and keep the complete one."""
+    import errno
+
+    from ftplan.recipes.checkpoints import checkpoints, mark_complete, write_failure
+
+    root = tmp_path / "checkpoints"
+    (root / "checkpoint-2").mkdir(parents=True)
+    (root / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"x" * 10)
+    mark_complete(root / "checkpoint-2", 2)
+    (root / "checkpoint-4").mkdir()
+    (root / "checkpoint-4" / "optimizer.pt").write_bytes(b"x" * 3)
+    err = OSError(errno.ENOSPC, "No space left on device")
+    said = write_failure(err, root)
+    assert said.startswith(f"writing to {tmp_path} failed: the disk is full;") and "checkpoint-4" in said
+    assert "checkpoint-2, is kept" in said and "--resume" in said
+    assert [(s, done) for s, _, done in checkpoints(root)] == [(2, True)]
+    torch_says = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64960 vs 64852")
+    assert "unexpected pos 64960 vs 64852" in write_failure(torch_says, root)
+    assert write_failure(ValueError("unrelated"), root) is None

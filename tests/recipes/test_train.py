@@ -161,3 +161,72 @@ def test_distillation_trains_on_what_the_teacher_wrote(write_recipe, tiny_model,
     events = events_of(tmp_path / "out-distill")
     check_events(events)
     assert any("teacher" in (e.get("message") or "") for e in events if e["type"] == "log")
+
+
+FULL_DISK = """
+import resource, signal, sys
+from ftplan.recipes import callbacks, train
+mark = callbacks.mark_complete
+
+def fill_after_first(folder, step):  # the disk fills once the first checkpoint is whole
+    mark(folder, step)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+
+callbacks.mark_complete = fill_after_first
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_while_checkpointing_says_so_and_keeps_the_complete_checkpoint(write_recipe, tmp_path):
+    """A write past the limit fails as on a full disk: torch's zip writer reports "unexpected pos N vs M"
+    (the real message, from caffe2/serialize/inline_container.cc), Python's writes an OSError."""
+    import subprocess
+    import sys
+
+    from ftplan.recipes.checkpoints import checkpoints, problem
+
+    path = write_recipe("full", data=EXAMPLES / "chat.jsonl", hyper={"max_steps": 6})
+    out = tmp_path / "out-full"
+    script = tmp_path / "fill.py"
+    script.write_text(FULL_DISK.format(limit=64 * 1024))  # events.jsonl stays below; optimizer.pt does not
+    res = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and "unexpected pos 19520" not in res.stderr
+    err = res.stderr.strip().splitlines()[-1]
+    assert err.startswith("ftplan: error: writing to") and "file-size limit" in err and "checkpoint-2" in err
+    assert "--resume" in err
+    assert [(step, done) for step, _, done in checkpoints(out / "checkpoints")] == [(2, True)]
+    assert problem(out / "checkpoints" / "checkpoint-2") is None
+    failed = events_of(out)[-1]
+    assert failed["type"] == "failed" and failed["kind"] == "disk_full"
+
+
+def test_report_to_tensorboard_logs_through_transformers_own_callback(write_recipe, tmp_path):
+    """output.report_to reaches TrainingArguments: TensorBoard's event files hold the loss the events file holds."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = write_recipe("tb", data=EXAMPLES / "chat.jsonl", output={"dir": str(tmp_path / "out-tb"),
+                                                                    "report_to": ["tensorboard"], "project": "p"})
+    assert train(path) == 0
+    runs = [p.parent for p in (tmp_path / "out-tb" / "tensorboard").rglob("events.out.tfevents.*")]
+    assert runs, "no TensorBoard event file"
+    acc = EventAccumulator(str(runs[0]))
+    acc.Reload()
+    logged = [round(e.value, 4) for e in acc.Scalars("train/loss")]
+    ours = [round(e["loss"], 4) for e in events_of(tmp_path / "out-tb") if e["type"] == "step"]
+    assert logged == ours and len(ours) == 4
+
+
+def test_a_tracker_that_is_not_installed_stops_before_training(write_recipe, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    path = write_recipe("wb", data=EXAMPLES / "chat.jsonl", output={"dir": str(tmp_path / "out-wb"),
+                                                                    "report_to": "wandb"})
+    assert train(path) == 2
+    err = capsys.readouterr().err
+    assert "output.report_to wandb" in err and "pip install wandb" in err and "Traceback" not in err
+    assert not (tmp_path / "out-wb" / "checkpoints").exists()
