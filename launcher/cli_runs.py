@@ -172,10 +172,10 @@ def status(job_id, as_json) -> None:
                  f"peak {a['peak_memory_bytes'] / 2**30:.2f} GiB" if a.get("peak_memory_bytes") else None,
                  f"${a['usd']:,.4f}" if a.get("usd") is not None else None]
         click.echo("  actuals: " + ", ".join(p for p in parts if p))
-    gate = _gate(job)
-    if gate:
-        reasons = "; ".join((job.get("eval") or {}).get("reasons") or [])
-        click.echo(f"  eval gate: {gate}" + (f" ({reasons})" if reasons else ""))
+    from .progress import gate_lines
+
+    for line in gate_lines(job.get("eval")):
+        click.echo(f"  {line}")
     if job.get("error"):
         click.echo(f"  error: {job['error']}")
     for c in checkpoints:
@@ -271,7 +271,11 @@ def eval_cmd(target, golden, base_model, max_new_tokens, batch_size, as_json) ->
     from .evaluation import evaluate_folder, evaluate_job
 
     path = Path(target)
-    if not path.exists():
+    try:
+        is_folder = path.exists()
+    except OSError:  # a name too long for a path is a job id to look up, not a crash
+        is_folder = False
+    if not is_folder:
         store = _store()
         result = evaluate_job(store, store.get(target), golden=golden, base_model=base_model, batch=batch_size,
                               max_new_tokens=max_new_tokens)

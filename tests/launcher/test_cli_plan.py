@@ -66,14 +66,6 @@ def test_bad_input_exits_2_without_traceback(tmp_path, args, needle):
     assert needle in res.output and "Traceback" not in res.output
 
 
-def test_plot_html_marks_the_pareto_front(tmp_path):
-    res = run("estimate", EXAMPLES / "chat.jsonl", "--model", "llama-3.1-8b", "--plot", tmp_path / "p.html", "--json")
-    assert res.exit_code == 0
-    text = (tmp_path / "p.html").read_text()
-    assert text.count("<circle") == len(json.loads(res.output)["plans"]) - 1  # every timed plan (API has no time)
-    assert "Pareto" in text and "#d62728" in text
-
-
 def test_matrix_json_and_table():
     out = json.loads(run("estimate", "--matrix", "--json").output)
     assert len(out["cells"]) == 16 and out["tokens_per_example"] > 0

@@ -6,6 +6,7 @@ job records, the job folders and the exit codes the README documents.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -263,6 +264,18 @@ def test_run_blocks_a_regressing_adapter_and_eval_refuses_a_tampered_set(tmp_pat
     [job] = jobs(env)
     assert job["status"] == "blocked" and job["options"]["golden_sha256"] and job["eval"]["passed"] is False
     assert not (Path(job["output_dir"]) / "merged").exists()
+    # The verdict per category, wherever a person looks: the live view's end screen, status, logs and jobs.
+    cat = job["eval"]["categories"]["safety"]
+    line = f"safety: base {100 * cat['base']:.0f} % -> adapter {100 * cat['adapter']:.0f} % of 2"
+    assert re.search(r"eval gate +BLOCKED on golden.jsonl", res.stdout) and line in res.stdout
+    assert "eval gate: BLOCKED on golden.jsonl" in res.stderr and line in res.stderr
+    shown = ftplan("status", job["id"], env=env).stdout
+    assert "eval gate: BLOCKED on golden.jsonl" in shown and line in shown and "why: safety regresses" in shown
+    logged = ftplan("logs", job["id"], env=env).stdout
+    assert "eval gate: BLOCKED on golden.jsonl" in logged and line in logged
+    table = ftplan("jobs", env=env).stdout
+    assert "gate" in table and "blocked" in table.split(job["id"])[1].splitlines()[0]
+    assert (Path(job["output_dir"]) / "loss.svg").is_file()
     again = ftplan("eval", job["id"], env=env, check=False)
     assert again.returncode == 1 and "BLOCKED" in again.stdout
     golden.write_text(golden.read_text().replace("paris", "rome"))
