@@ -10,11 +10,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from polling import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -66,15 +66,6 @@ def jobs(env) -> list[dict]:
 def status(job_id, env) -> dict:
     return json.loads(ftplan("status", job_id, "--json", env=env).stdout)
 
-
-def wait_for(predicate, timeout=120, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def started_id(out: str) -> str:

@@ -6,12 +6,12 @@ and its function bodies run through the real `modal.Function.local()`, with Volu
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from polling import wait_for
 
 from ftplan.providers import modal_app, modal_provider
 from ftplan.recipes.schema import parse_recipe
@@ -247,15 +247,6 @@ def only_job() -> dict:
     [job] = json.loads(ftplan("jobs", "--json").output)
     return job
 
-
-def wait_for(predicate, timeout=180, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def status(job_id) -> dict:
