@@ -165,12 +165,6 @@ def _check_counts(o: dict, top: int | None = None) -> None:
         raise FtplanError(f"--top {top} is impossible: give how many plans to list, 1 or more.")
     if o.get("tokens") is not None and o["tokens"] < 1:
         raise FtplanError(f"--tokens {o['tokens']} is impossible: give the number of training tokens (> 0).")
-    if o.get("card_hours") is not None and o["card_hours"] <= 0:
-        raise FtplanError(f"--card-hours {o['card_hours']:g} is impossible: a card lasts some hours; give a number "
-                          "> 0 (the default is 3 years at 50 % use, 13,140 h).")
-    for name, key in (("--card-price", "card_price"), ("--electricity", "electricity")):
-        if o.get(key) is not None and o[key] < 0:
-            raise FtplanError(f"{name} {o[key]:g} is impossible: give a price of 0 or more.")
 
 
 def _speed_corrections() -> dict:
@@ -240,9 +234,9 @@ def estimate(data, tokens, matrix, plot_file, top, as_json, **o) -> None:
         raise FtplanError("--plot draws the plans of one job (with DATA) or one setup's memory (with --model); the "
                           "matrix is a table: drop --plot, or plan one cell with DATA.")
     if plot_file:
-        from ftplan.launcher.plot import _target
+        from ftplan.launcher.plot import check_target
 
-        _target(plot_file)  # a wrong suffix or a missing folder fails before any work
+        check_target(plot_file)  # a wrong suffix or a missing folder fails before any work
     if matrix:
         from ftplan.sizing.matrix import MAX_HOURS, TOKENS_PER_EXAMPLE, sizing_matrix
         from ftplan.sizing.prices import load_prices

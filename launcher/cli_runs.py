@@ -58,15 +58,6 @@ def run(recipe, provider, detach, yes, max_cost, resume_job, local, electricity,
     sys.exit(run_flow(req, console_ui(yes)))
 
 
-def _gate(job: dict) -> str:
-    ev = job.get("eval") or {}
-    if ev.get("skipped"):
-        return "skipped"
-    if "passed" not in ev:
-        return ""
-    return "passed" if ev["passed"] else "blocked"
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=30, show_default=True, type=click.IntRange(min=1))
@@ -104,9 +95,11 @@ def jobs(as_json, limit, import_dir) -> None:
         table.add_column(col, overflow="ellipsis", no_wrap=True)
     for col in ("status", "gate", "created", "USD"):
         table.add_column(col, no_wrap=True)
+    from .progress import gate_verdict
+
     for j in rows:
         usd = (j.get("actuals") or {}).get("usd")
-        table.add_row(j["id"], j["name"] or "", j["provider"], j["status"], _gate(j),
+        table.add_row(j["id"], j["name"] or "", j["provider"], j["status"], gate_verdict(j.get("eval")) or "",
                       time.strftime("%m-%d %H:%M", time.localtime(j["created_at"])),
                       "" if usd is None else f"${usd:,.2f}")
     Console().print(table)

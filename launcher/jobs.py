@@ -34,7 +34,7 @@ RECORD = "job.json"
 def job_lock(folder: Path) -> Iterator[None]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / ".ftplan.lock", "a")  # noqa: SIM115 - closed below, after the lock is released
+        fh = open(folder / ".ftplan.lock", "a")  # closed by the `with` below, after the lock is released
     except OSError as exc:
         raise FtplanError(f"the job folder {folder} cannot be used ({exc.strerror or exc}): it was moved, deleted or "
                           "made unwritable. Put it back, or `ftplan jobs --import DIR` from where it now is.") from None

@@ -63,15 +63,16 @@ def detect_local() -> tuple[GPU, int] | None:
 
 def local_box(spec: str | None, book: PriceBook, electricity: float | None, card_price: float | None,
               card_hours: float | None, detect: bool = True) -> LocalBox | None:
-    found = parse_local(spec) if spec else (detect_local() if detect else None)
-    if found is None:
-        return None
+    # Checked whether or not a box is found: an impossible value is an error, never silently unused.
     for name, value in (("--electricity", electricity), ("--card-price", card_price)):
         if value is not None and value < 0:
             raise FtplanError(f"{name} {value:g} is impossible: give a number >= 0.")
     if card_hours is not None and card_hours <= 0:
         raise FtplanError(f"--card-hours {card_hours:g} is impossible: a card lasts some hours; give a number > 0 "
                           "(the default is 3 years at 50 % use, 13,140 h).")
+    found = parse_local(spec) if spec else (detect_local() if detect else None)
+    if found is None:
+        return None
     cfg = book.local
     return LocalBox(found[0], found[1], electricity if electricity is not None else cfg["electricity_usd_per_kwh"],
                     cfg["power_fraction"], card_price, card_hours if card_hours is not None else cfg["lifetime_hours"],

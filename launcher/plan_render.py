@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .plot import terminal_plot
+from .plot import money, terminal_plot
 
 GIB = 2**30
 
@@ -131,11 +131,6 @@ def _vs_local(extra: float | None) -> str:
     return f"{'+' if extra > 0 else '-'}${abs(extra):,.2f}"
 
 
-def _usd(v: float) -> str:
-    """Cents where they matter: a matrix cell of a few dollars is not "$0"."""
-    return f"${v:,.0f}" if v >= 100 else f"${v:,.2f}"
-
-
 def print_compare(data: dict, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"{data['model']}: local vs cloud vs API for {data['total_tokens']:,} tokens")
@@ -167,6 +162,6 @@ def print_matrix(data: dict, console: Console | None = None) -> None:
                 continue
             late = "" if c["within_limit"] else " (over limit)"
             row.append(f"{c['method']}\n{c['count']} x {c['gpu']} ({c['provider']})\n{_hours(c['hours'])}, "
-                       f"{_usd(c['usd'])}{late}")
+                       f"{money(c['usd'])}{late}")
         table.add_row(*row)
     console.print(table)

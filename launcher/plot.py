@@ -66,7 +66,8 @@ class _Axis:
         return round((math.log10(v) - self.lo) / (self.hi - self.lo) * self.size, 1)
 
 
-def _money(v: float) -> str:
+def money(v: float) -> str:
+    """Dollars with cents below $100 (a $1.23 job is not "$1"), whole dollars above; under half a cent is "$0.00"."""
     return f"${v:,.0f}" if v >= 100 else f"${v:,.2f}"
 
 
@@ -89,9 +90,9 @@ def terminal_plot(plans: list[dict], front: list[dict], width: int = 60, height:
         mark = "L" if p["kind"] == "local" else "*" if _key(p) in on_front else "."
         grid[height - 1 - round(fy(y))][round(fx(p["hours"]))] = mark
     top, bottom = 10 ** fy.hi, 10 ** fy.lo
-    lines = [f"{_money(top):>10} |" + "".join(grid[0])]
+    lines = [f"{money(top):>10} |" + "".join(grid[0])]
     lines += ["           |" + "".join(row) for row in grid[1:-1]]
-    lines.append(f"{_money(bottom):>10} |" + "".join(grid[-1]))
+    lines.append(f"{money(bottom):>10} |" + "".join(grid[-1]))
     lines.append("           +" + "-" * width)
     left, right = _hours(10 ** fx.lo), _hours(10 ** fx.hi) + " (log scales)"
     lines.append("            " + left + " " * max(1, width - len(left) - len(right)) + right)
@@ -121,7 +122,7 @@ def plans_svg(plans: list[dict], front: list[dict], title: str) -> str:
         y = y0 - fy(t)
         out.append(f"<g class='ytick'><line x1='{x0 - 5}' y1='{y}' x2='{x0}' y2='{y}' stroke='#444'/>"
                    f"<line x1='{x0}' y1='{y}' x2='{w - right}' y2='{y}' stroke='#ddd'/>"
-                   f"<text x='{x0 - 8}' y='{y + 4}' text-anchor='end'>{_money(t)}</text></g>")
+                   f"<text x='{x0 - 8}' y='{y + 4}' text-anchor='end'>{money(t)}</text></g>")
     out.append(f"<text x='{(x0 + w - right) / 2}' y='{h - 32}' text-anchor='middle'>wall-clock time, start-up "
                "included (hours, log scale)</text>")
     out.append(f"<text transform='translate(16 {(top + y0) / 2}) rotate(-90)' text-anchor='middle'>cost of the job "
@@ -131,7 +132,7 @@ def plans_svg(plans: list[dict], front: list[dict], title: str) -> str:
     for p in sorted(pts, key=lambda p: (_key(p) in on_front, p["kind"] == "local")):
         local, on = p["kind"] == "local", _key(p) in on_front
         x, y = x0 + fx(p["hours"]), y0 - fy(max(p["usd"], floor))
-        cost = "$0.00" if p["usd"] < 0.005 else _money(p["usd"])
+        cost = money(p["usd"])
         tip = html.escape(f"{_name(p)} ({p['adapter']}): {cost}, {_hours(p['hours'])}")
         color = LOCAL if local else FRONT if on else PLAN
         ring = f" stroke='{FRONT}' stroke-width='2'" if local and on else ""
@@ -247,7 +248,7 @@ def _page(svg: str, title: str, caption: str) -> str:
             f"<p>{html.escape(caption)}</p></body>")
 
 
-def _target(path: str | Path) -> tuple[Path, str]:
+def check_target(path: str | Path) -> tuple[Path, str]:
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix not in (".html", ".htm", ".svg", ".png"):
@@ -278,7 +279,7 @@ def _pyplot(path: Path):
 
 def write_plot(path: str | Path, plans: list[dict], front: list[dict], title: str) -> Path:
     """Cost vs time of `plans`, Pareto front marked, to .html, .svg or .png."""
-    path, suffix = _target(path)
+    path, suffix = check_target(path)
     if suffix in (".html", ".htm", ".svg"):
         svg = plans_svg(plans, front, title)
         _write(path, svg if suffix == ".svg" else _page(svg, title, "Each point is a plan: hover for provider, "
@@ -297,7 +298,7 @@ def write_plot(path: str | Path, plans: list[dict], front: list[dict], title: st
             ax.scatter([p["hours"] for p in sel], [max(p["usd"], floor) for p in sel], s=30 if kind != "plan" else 12,
                        color=color, label=label, zorder=3)
         for p in sel if kind != "plan" else ():
-            cost = "$0.00" if p["usd"] < 0.005 else _money(p["usd"])
+            cost = money(p["usd"])
             ax.annotate(f"{_name(p)}, {cost}", (p["hours"], max(p["usd"], floor)), textcoords="offset points",
                         xytext=(6, 4), fontsize=8)
     fr = sorted((p for p in pts if _key(p) in on_front), key=lambda p: p["hours"])
@@ -314,7 +315,7 @@ def write_plot(path: str | Path, plans: list[dict], front: list[dict], title: st
 
 def write_memory_plot(path: str | Path, est: dict) -> Path:
     """`ftplan estimate --model ... --plot FILE`: memory by component against the card."""
-    path, suffix = _target(path)
+    path, suffix = check_target(path)
     if suffix in (".html", ".htm", ".svg"):
         svg = memory_svg(est)
         _write(path, svg if suffix == ".svg" else _page(svg, est["model"]["id"], "Peak memory per GPU by component; "

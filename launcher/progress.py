@@ -34,16 +34,23 @@ def _pct(v) -> str:
     return f"{100 * v:.0f} %" if isinstance(v, (int, float)) else "?"
 
 
-def gate_lines(ev: dict | None, gate: str | None = None) -> list[str]:
+def gate_verdict(ev: dict | None) -> str | None:
+    """"passed", "blocked" or "skipped" from a job record's gate result or a gate `eval` event; None: no gate."""
+    ev = ev or {}
+    if ev.get("skipped"):
+        return "skipped"
+    return ev.get("gate") or ("passed" if ev.get("passed") else "blocked" if "passed" in ev else None)
+
+
+def gate_lines(ev: dict | None) -> list[str]:
     """The eval gate's verdict and, per category, base vs adapter pass rates: the same lines everywhere.
 
     `ev` is the gate's result as the job record keeps it (passed, categories, reasons, golden) or an
-    `eval` event with a `gate` field; `gate` overrides the verdict word (e.g. "skipped").
+    `eval` event with a `gate` field.
     """
-    ev = ev or {}
-    if ev.get("skipped") or gate == "skipped":
+    verdict = gate_verdict(ev)
+    if verdict == "skipped":
         return ["eval gate: skipped (--skip-eval; recorded in the manifest)"]
-    verdict = gate or ev.get("gate") or ("passed" if ev.get("passed") else "blocked" if "passed" in ev else None)
     if verdict is None:
         return []
     golden = f" on {Path(ev['golden']).name}" if ev.get("golden") else ""

@@ -218,13 +218,15 @@ def spec_for(recipe: Recipe, plan: dict | None, prices=None) -> ModalSpec:
         fallbacks=fallbacks, notes=notes, trackers=trackers, tracker_secrets=tracker_secrets(recipe))
 
 
-def tracker_secrets(recipe: Recipe) -> list[tuple[str, tuple[str, ...]]]:
-    """The Modal secrets carrying the trackers' keys: `wandb-secret` with WANDB_API_KEY (Modal's examples'
+def tracker_secret(recipe: Recipe, tracker: str) -> tuple[str, tuple[str, ...]] | None:
+    """(Modal secret, keys it must hold) for one tracker: `wandb-secret` with WANDB_API_KEY (Modal's examples'
     name), `mlflow-secret` with MLFLOW_TRACKING_URI; `providers.modal.<tracker>_secret` names another."""
-    cfg = recipe.providers.get("modal", {})
-    named = ((cfg.get(f"{name}_secret", TRACKERS[name].secret), TRACKERS[name].keys)
-             for name in recipe.output.report_to)
-    return [(secret, keys) for secret, keys in named if secret]
+    secret = recipe.providers.get("modal", {}).get(f"{tracker}_secret", TRACKERS[tracker].secret)
+    return (secret, TRACKERS[tracker].keys) if secret else None
+
+
+def tracker_secrets(recipe: Recipe) -> list[tuple[str, tuple[str, ...]]]:
+    return [s for name in recipe.output.report_to if (s := tracker_secret(recipe, name))]
 
 
 def spec_secret(recipe: Recipe) -> str | None:

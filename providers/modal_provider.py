@@ -206,10 +206,9 @@ class ModalProvider:
             raise FtplanError(f"Modal has no secret {name!r}, which {recipe.model} needs for its HF_TOKEN: create it "
                               f"with `modal secret create {name} HF_TOKEN=hf_...` (or name yours in "
                               "providers.modal.hf_secret). Nothing was uploaded.")
-        for secret, keys in modal_app.tracker_secrets(recipe):
-            if not self.svc.secret_exists(secret):
-                tracker = next(t for t in recipe.output.report_to if secret in (
-                    recipe.providers.get("modal", {}).get(f"{t}_secret"), modal_app.TRACKERS[t].secret))
+        for tracker in recipe.output.report_to:
+            secret, keys = modal_app.tracker_secret(recipe, tracker) or (None, ())
+            if secret and not self.svc.secret_exists(secret):
                 raise FtplanError(f"output.report_to {tracker}: Modal has no secret {secret!r} to carry "
                                   f"{', '.join(keys)} into the job: create it with `modal secret create {secret} "
                                   f"{keys[0]}=...` (or name yours in providers.modal.{tracker}_secret). Nothing was "

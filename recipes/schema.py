@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -267,6 +268,7 @@ def resolve_paths(recipe: Recipe, base: str | Path) -> Recipe:
     return recipe
 
 
+@cache
 def _yaml_loader():
     """PyYAML's safe loader, refusing a key given twice in one mapping.
 

@@ -29,14 +29,14 @@ class ModelSource:
     published_params_b: float | None = None
     params_uncertainty: float = 0.0  # relative; non-zero only for shapes assumed from --params
     as_of: str | None = None  # when the catalog's copy of the config was taken
+    variant_of: str | None = None  # the catalog entry whose config.json this instruct/chat sibling shares
 
     @property
     def citation(self) -> str:
         """The source's first clause (the public URL, or the file read) with its date: one readable line."""
-        head = self.source.split("; ")[0]
-        sibling = re.search(r" \(architecture of its sibling [^)]*\)$", self.source)
-        return head + (sibling.group(0) if sibling and sibling.group(0) not in head else "") + (
-            f" (as of {self.as_of})" if self.as_of else "")
+        sibling = f" (architecture of its sibling {self.variant_of})" if self.variant_of else ""
+        head = self.source.removesuffix(sibling).split("; ")[0]
+        return head + sibling + (f" (as of {self.as_of})" if self.as_of else "")
 
 
 @cache
@@ -104,7 +104,7 @@ def resolve_model(model: str | None, params: str | float | None = None, option: 
         if variant_of:
             # An instruct/chat/base sibling: same config.json, so the same architecture; keep the user's id.
             return ModelSource(arch, model, f"{entry['source']} (architecture of its sibling {variant_of})",
-                               entry.get("published_params_b"), as_of=entry.get("as_of"))
+                               entry.get("published_params_b"), as_of=entry.get("as_of"), variant_of=variant_of)
         return ModelSource(arch, entry["id"], entry["source"], entry.get("published_params_b"),
                            as_of=entry.get("as_of"))
     if params is not None:
