@@ -69,6 +69,23 @@ def default_path() -> Path:
     return default_home() / "jobs.sqlite3"
 
 
+def _write_ahead_log(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Switch the store to WAL (persistent in the file, so once per open of the store is enough).
+
+    SQLite answers "database is locked" at once, without its busy handler, when another connection
+    holds a lock while the mode changes; a second CLI starting at the same moment retries instead.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _damaged(path: Path, exc: Exception) -> FtplanError:
     return FtplanError(
         f"the job store {path} is damaged ({exc}). Move it aside (mv {path} {path}.damaged) and run the command "
@@ -85,11 +102,22 @@ class JobStore:
             raise FtplanError(f"the job store's folder {self.path.parent} cannot be created ({exc.strerror}); set "
                               "FTPLAN_HOME to a writable folder.") from None
         with self._conn() as db:
-            db.executescript(SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
-            for col, decl in MIGRATIONS.items():
-                if col not in have:
-                    db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
+            _write_ahead_log(db)
+            # One write transaction for schema and migrations: two CLIs opening a new store at once
+            # (a `run` and the `jobs` that watches it) would otherwise both see a column missing and the
+            # second ALTER would fail as "duplicate column", which reads as a damaged store.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(statement)
+                have = {r[1] for r in db.execute("PRAGMA table_info(jobs)").fetchall()}
+                for col, decl in MIGRATIONS.items():
+                    if col not in have:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -100,7 +128,6 @@ class JobStore:
                               "folder.") from None
         try:
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA foreign_keys=ON")
             yield db

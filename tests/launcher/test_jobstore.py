@@ -83,6 +83,42 @@ def test_two_processes_at_once_do_not_corrupt_the_store(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def _opener(path, barrier, results):
+    barrier.wait()
+    try:
+        JobStore(path)
+        results.put("ok")
+    except Exception as exc:  # reported back to the test, which names it
+        results.put(repr(exc))
+
+
+@pytest.mark.parametrize("old_store", [False, True], ids=["new", "older-release"])
+def test_several_clis_opening_the_store_at_the_same_moment_all_get_it(tmp_path, old_store):
+    """`ftplan run` and the `ftplan jobs` watching it open a store that does not exist yet at once.
+
+    SQLite (sqlite.org/wal.html, "Activating And Configuring WAL Mode"; sqlite.org/lang_altertable.html)
+    answers a journal-mode change under another connection's lock with SQLITE_BUSY at once, and an
+    ALTER TABLE that lost the race with "duplicate column": neither is a damaged store.
+    """
+    ctx = mp.get_context("spawn")
+    for trial in range(4):
+        path = tmp_path / f"jobs{trial}.sqlite3"
+        if old_store:  # the first release's table, before the migrated columns
+            sqlite3.connect(path).executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, provider TEXT NOT NULL, "
+                                                "status TEXT NOT NULL, created_at REAL, updated_at REAL)")
+        barrier, results = ctx.Barrier(5), ctx.Queue()
+        procs = [ctx.Process(target=_opener, args=(path, barrier, results)) for _ in range(5)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+        assert outcomes == ["ok"] * 5, outcomes
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert {"resumed_from", "options", "outputs"} <= {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+
+
 def test_a_damaged_store_is_named_with_what_to_do(tmp_path):
     path = tmp_path / "jobs.sqlite3"
     path.write_bytes(b"\x00garbage, not sqlite" * 100)

@@ -174,8 +174,8 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_says_which(tmp_path, tiny,
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_or_sighup_to_a_foreground_run_checkpoints_and_stops_the_training(tmp_path, tiny, env, sig):
     proc = start("run", recipe(tmp_path, tiny, "sig", 3000, every=10_000), "--yes", env=env)
-    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"])
-    wait_for(lambda: step_reached(job_id, env, 2))
+    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"], proc=proc)
+    wait_for(lambda: step_reached(job_id, env, 2), proc=proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, out + err
@@ -186,8 +186,8 @@ def test_sigterm_or_sighup_to_a_foreground_run_checkpoints_and_stops_the_trainin
 
 def test_ctrl_c_stops_watching_only_and_says_how_to_follow(tmp_path, tiny, env):
     proc = start("run", recipe(tmp_path, tiny, "intr", 3000, every=10_000), "--yes", env=env)
-    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"])
-    wait_for(lambda: step_reached(job_id, env, 2))
+    job_id = wait_for(lambda: jobs(env) and jobs(env)[0]["id"], proc=proc)
+    wait_for(lambda: step_reached(job_id, env, 2), proc=proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "keeps running" in out and f"ftplan logs {job_id} --follow" in out
