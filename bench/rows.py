@@ -180,7 +180,9 @@ def _distributed(text: str, gpus: int) -> str:
     t = text.lower()
     if "zero-3" in t or "zero3" in t:
         return "zero3"
-    if "zero-2" in t or "zero2" in t:
+    # Qwen's finetune_lora_ds.sh passes --deepspeed finetune/ds_config_zero2.json ("stage": 2; QwenLM/Qwen
+    # finetune/, read 2026-12-02), so rows run "per finetune_lora_ds.sh" ran ZeRO-2 whatever else they say.
+    if "zero-2" in t or "zero2" in t or "finetune_lora_ds.sh" in t:
         return "zero2"
     if "ddp" in t:
         return "ddp"
@@ -318,7 +320,21 @@ def to_case(row: dict, dataset: str = "") -> tuple[Case | None, str]:
     if row["outcome"] == "max_context_fits":
         truth, metric = capacity, "device"
     return Case(row, dataset, source_of(row), src.model_id, setup, speed_setup, gpu, capacity, metric, truth,
-                row["throughput_tokens_per_s"]), ""
+                _training_tokens_per_second(row)), ""
+
+
+def _training_tokens_per_second(row: dict) -> float | None:
+    """Tokens per second while training steps ran.
+
+    PEFT's MetaMathQA rows derive "train total tokens / train_time", but run.py's train_time is
+    `toc_train - tic_train - eval_time` with only the periodic validation subtracted: it still spans the
+    wiki-loss passes before and after training and the whole test-set generation
+    (huggingface/peft method_comparison/MetaMathQA/run.py, read 2026-12-02). The logged per-interval
+    "tokens / sec" is `token_sum / dur_train` over the timed training steps alone; where the row
+    records its mean, that is the speed a planner predicts.
+    """
+    match = re.search(r"per-interval 'tokens / sec' = (\d+(?:\.\d+)?)", row.get("throughput_note") or "")
+    return float(match.group(1)) if match else row["throughput_tokens_per_s"]
 
 
 def load_cases(files: dict[str, Path] | None = None) -> tuple[list[Case], dict[str, int]]:
