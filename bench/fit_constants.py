@@ -38,7 +38,7 @@ GIB = 2**30
 MEMORY_GRID = {
     "ACTIVATION_OVERHEAD": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5],
     "ALLOCATOR_OVERHEAD": [0.03, 0.06, 0.1, 0.15],
-    "LOGITS_BYTES_STANDARD_EXTRA": [8, 10, 12, 14, 16, 18],
+    "LOGITS_BYTES_STANDARD_EXTRA": [8, 10, 12, 14],  # see constants.py: 8 to 14 bytes beyond the logits
     "CUDA_CONTEXT_BYTES": [int(g * 2**30) for g in (0.3, 0.5, 0.8, 1.0)],
 }
 SPEED_GRID = {
@@ -52,6 +52,7 @@ SPEED_GRID = {
     "STEP_SECONDS": [0.0, 0.01, 0.02, 0.05, 0.1],
     "OPTIMIZER_STEP_SECONDS": [0.0, 0.01, 0.02, 0.05, 0.1, 0.2],
     "FUSED_LAUNCH_FRACTION": [0.1, 0.25, 0.5, 0.75, 1.0],
+    "FUSED_ELEMENTWISE_FRACTION": [0.1, 0.25, 0.5, 0.75, 1.0],
     "LINK_EFFICIENCY": [0.1, 0.2, 0.35, 0.5, 0.7, 0.9],
     "COMM_OVERLAP": [0.0, 0.2, 0.4, 0.6, 0.8],
 }

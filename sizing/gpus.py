@@ -30,6 +30,8 @@ class GPU:
     as_of: str
     notes: str = ""
     memory_source: str = ""
+    peer_to_peer: bool = True  # False: collectives are staged through host memory, which every GPU shares
+    peer_to_peer_source: str = ""
 
     @property
     def memory_gib(self) -> float:

@@ -95,6 +95,8 @@ def _weight_bytes(arch: Architecture, setup: TrainingSetup) -> float:
 
 def _link_bytes_per_s(setup: TrainingSetup, gpu: GPU) -> float:
     link = gpu.interconnect_gbs * 1e9 * C.LINK_EFFICIENCY
+    if not gpu.peer_to_peer:  # every GPU's share of a collective crosses the one host path in turn
+        link /= max(1, -(-setup.gpus // setup.node_count))
     if setup.node_count > 1:
         link = min(link, C.INTER_NODE_GBS_PER_GPU * 1e9 * C.LINK_EFFICIENCY)
     return link
@@ -144,6 +146,8 @@ def estimate_throughput(arch: Architecture, setup: TrainingSetup, gpu: GPU) -> T
     elementwise = arch.layers * activation_bytes_per_token_layer(arch, setup) / C.ACTIVATION_OVERHEAD
     elementwise += logits_bytes_per_token(arch, setup)
     times["elementwise"] = C.ELEMENTWISE_PASSES * (1.5 if gc else 1.0) * elementwise * tokens / bw
+    if fused:  # fused kernels read and write each saved tensor fewer times
+        times["elementwise"] *= C.FUSED_ELEMENTWISE_FRACTION
     if setup.adapter == "qlora":
         times["dequantize"] = (passes - 1) * arch.linear_params * 2.5 / bw  # read NF4, write 16-bit
     gpu_seconds = sum(times.values())

@@ -3,8 +3,8 @@
 Each source is predicted by constants fitted on the other sources only (leave-one-source-out); those
 are the figures the README quotes. Targets from the issue: memory median <= 10 %, p90 <= 25 %; every
 OOM row flagged; no run that ran called "does not fit" on its card; throughput better than the rule
-of thumb on the same rows (the throughput targets, median 20 % and p90 60 %, are not met out of
-sample: README "Accuracy" gives the figures).
+of thumb on the same rows, and out of sample throughput median <= 20 %, p90 <= 60 % (README "Accuracy"
+gives the figures).
 """
 
 import copy
@@ -30,6 +30,22 @@ def test_throughput_out_of_sample_beats_the_rule_of_thumb():
     loso, thumb = s["throughput_loso"], s["throughput_rule_of_thumb"]
     assert loso["n"] == thumb["n"] >= 120
     assert loso["median_pct"] < thumb["median_pct"] and loso["p90_pct"] < thumb["p90_pct"]
+
+
+def test_throughput_out_of_sample_meets_the_targets():
+    t = result()["sets"]["all"]["throughput_loso"]
+    assert t["n"] >= 120 and t["median_pct"] <= 20 and t["p90_pct"] <= 60
+
+
+def test_peft_rows_are_timed_over_training_steps_only():
+    """PEFT's run.py: train_time = toc_train - tic_train - eval_time still spans the test-set generation.
+
+    The logged per-interval "tokens / sec" (token_sum / dur_train over the timed steps) is the training
+    speed (huggingface/peft method_comparison/MetaMathQA/run.py); the row keeps both figures.
+    """
+    cases, _ = rows.load_cases()
+    [lora] = [c for c in cases if c.row["id"] == "p153"]
+    assert lora.row["throughput_tokens_per_s"] == 4456.7 and lora.tokens_per_second == 7174
 
 
 def test_every_oom_row_is_flagged_and_no_run_that_ran_is_refused():

@@ -53,7 +53,10 @@ def test_eager_attention_adds_a_quadratic_term():
 
 def test_logits_term_scales_with_vocab_and_chunking():
     std, chunked, fused = (mem(loss=x, seq_len=8192).components["logits"] for x in ("standard", "chunked", "fused"))
-    assert std == pytest.approx(14 * 128256 * 8192)  # bf16 logits + fp32 upcast, log-softmax, gradient
+    # transformers' ForCausalLMLoss upcasts the bf16 logits to fp32 before cross_entropy: at the peak the
+    # loss holds the bf16 logits, the fp32 log-softmax and its fp32 gradient (10 bytes an entry), at most
+    # also the fp32 upcast and a bf16 gradient (16)
+    assert 10 * 128256 * 8192 <= std <= 16 * 128256 * 8192
     assert fused < chunked < std
 
 
