@@ -90,6 +90,8 @@ class SetupSearch:
             self.packings = (True, False)
         else:
             self.packings = (False,)
+        self._setups: dict[tuple, TrainingSetup] = {}
+        self._speed_setups: dict[tuple, TrainingSetup] = {}
         self._memory: dict[TrainingSetup, int] = {}
         self._speed: dict[tuple, ThroughputEstimate] = {}
         self._best: dict[tuple, Choice | None] = {}
@@ -124,6 +126,13 @@ class SetupSearch:
         return mb
 
     def _setup(self, adapter: str, count: int, dist: str, mb: int, gc: bool, packing: bool) -> TrainingSetup:
+        """The setup these knobs give; the same for every GPU model, so built once per search."""
+        key = (adapter, count, dist, mb, gc, packing)
+        if key not in self._setups:
+            self._setups[key] = self._build_setup(*key)
+        return self._setups[key]
+
+    def _build_setup(self, adapter: str, count: int, dist: str, mb: int, gc: bool, packing: bool) -> TrainingSetup:
         w = self.work
         s = replace(self.base, adapter=adapter, gpus=count, distributed=dist if count > 1 else "none",
                     micro_batch_size=mb * self._pair(), gradient_checkpointing=gc,
@@ -150,8 +159,11 @@ class SetupSearch:
         return per_step <= MAX_TOKENS_PER_STEP and total / per_step >= MIN_OPTIMIZER_STEPS
 
     def _choice(self, setup: TrainingSetup, gpu: GPU, mb: int, packing: bool, need: int) -> Choice:
-        tokens = self._tokens_per_micro(mb, packing)
-        speed_setup = replace(setup, seq_len=max(16, round(tokens / setup.micro_batch_size)))
+        if (setup, mb, packing) not in self._speed_setups:  # the same on every GPU model
+            tokens = self._tokens_per_micro(mb, packing)
+            seq = max(16, round(tokens / setup.micro_batch_size))
+            self._speed_setups[setup, mb, packing] = replace(setup, seq_len=seq)
+        speed_setup = self._speed_setups[setup, mb, packing]
         key = (speed_setup, gpu.name)
         if key not in self._speed:
             self._speed[key] = estimate_throughput(self.arch, speed_setup, gpu)
