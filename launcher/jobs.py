@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ def write_record(store: JobStore, job_id: str) -> dict:
     """Mirror the job's record into its folder (done at creation and when it becomes final)."""
     record = store.get(job_id)
     folder = Path(record["output_dir"])
-    tmp = folder / (RECORD + ".tmp")
+    tmp = folder / f"{RECORD}.{os.getpid()}.tmp"  # two CLIs mirroring at once never share a half-written file
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(record, indent=2, default=str))
