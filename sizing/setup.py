@@ -92,6 +92,10 @@ class TrainingSetup:
         return self.nodes or -(-self.gpus // 8)
 
     @property
+    def gpus_per_node(self) -> int:
+        return -(-self.gpus // self.node_count)
+
+    @property
     def effective_distributed(self) -> str:
         if self.gpus == 1:
             # DeepSpeed on one GPU still changes the bytes per parameter (fp32 master weights)

@@ -96,7 +96,7 @@ def _weight_bytes(arch: Architecture, setup: TrainingSetup) -> float:
 def _link_bytes_per_s(setup: TrainingSetup, gpu: GPU) -> float:
     link = gpu.interconnect_gbs * 1e9 * C.LINK_EFFICIENCY
     if not gpu.peer_to_peer:  # every GPU's share of a collective crosses the one host path in turn
-        link /= max(1, -(-setup.gpus // setup.node_count))
+        link /= max(1, setup.gpus_per_node)
     if setup.node_count > 1:
         link = min(link, C.INTER_NODE_GBS_PER_GPU * 1e9 * C.LINK_EFFICIENCY)
     return link
